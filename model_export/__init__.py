@@ -1,0 +1,1 @@
+"""intentflow model path: point-in-time datasets, training, ONNX export and evaluation."""

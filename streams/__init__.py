@@ -1,0 +1,3 @@
+"""intentflow streaming worker: clickstream -> interest profiles -> purchase-intent scores."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""One error hierarchy for intentflow.
+
+Every subclass names the operator's action in its docstring, and every message names the
+thing involved (topic, file, address, expected and got). The CLI prints ``str(error)`` and
+exits non-zero; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class IntentflowError(Exception):
+    """Root of every error intentflow raises on purpose. Read the message: it says what to do."""
+
+    exit_code: int = 2
+
+
+class ConfigError(IntentflowError):
+    """A setting is invalid. Fix the named INTENTFLOW_* variable (see the README's table)."""
+
+
+class ToolMissingError(IntentflowError):
+    """A required program (java, mvn, promtool, ...) is not installed. Install the named package."""
+
+
+class BrokerUnreachableError(IntentflowError):
+    """No Kafka broker answered at the bootstrap address. Start one (`intentflow kafka start`)
+    or point INTENTFLOW_KAFKA_BOOTSTRAP at a running broker."""
+
+
+class LocalKafkaError(IntentflowError):
+    """The local development broker failed to start or stop. Read the log file it names."""
+
+
+class TopicConfigError(IntentflowError):
+    """A topic exists with a layout the worker cannot use (for example a different partition
+    count than the table needs). Recreate the topic or change INTENTFLOW_PARTITIONS to match."""
+
+
+class ModelError(IntentflowError):
+    """A model bundle cannot be served. The previous model, if any, keeps serving."""
+
+
+class ModelNotFoundError(ModelError):
+    """No model bundle at the configured path. Train one (`intentflow train`) or fix
+    INTENTFLOW_MODEL_PATH."""
+
+
+class ModelCorruptError(ModelError):
+    """A bundle file is missing, unreadable or inconsistent. Re-export the bundle."""
+
+
+class FeatureSpecMismatchError(ModelError):
+    """The bundle was trained on a different feature spec than this worker computes. Retrain
+    the model with this version of intentflow, or deploy the worker version it was built for."""
+
+
+class ExportParityError(ModelError):
+    """The ONNX export does not match the Keras model within tolerance. Do not ship it; check
+    the tf2onnx/onnxruntime versions and the opset."""
+
+
+class DataError(IntentflowError):
+    """An input data file is unreadable or has no usable rows. Check the named file."""

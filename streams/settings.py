@@ -1,0 +1,187 @@
+"""The one settings object. Nothing else in intentflow reads ``os.environ``.
+
+Every value comes from an ``INTENTFLOW_*`` environment variable (or its default), is validated
+once, and is frozen. Faust options are passed explicitly from here, because Faust otherwise
+lets variables such as ``BROKER_URL`` override its arguments silently.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "INTENTFLOW_"
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class ScoringPolicy(StrEnum):
+    EVERY_EVENT = "every_event"
+    THROTTLED = "throttled"
+
+
+class Settings(BaseSettings):
+    """All configuration of intentflow. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    # Broker
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mTLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mTLS.")
+    kafka_connect_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, description="How long start-up waits for the broker before failing."
+    )
+
+    # Topics
+    topic_events: str = Field("clickstream.v1", min_length=1, description="Input topic.")
+    topic_scores: str = Field("purchase-scores.v1", min_length=1, description="Scores topic.")
+    topic_dlq: str = Field("clickstream.dlq", min_length=1, description="Dead-letter topic.")
+    partitions: int = Field(
+        4, ge=1, le=1024, description="Partitions of the input topic and the profile table."
+    )
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of new topics.")
+    topic_retention_hours: int = Field(168, ge=1, description="Retention of the event topics.")
+
+    # Worker
+    app_id: str = Field("intentflow", min_length=1, description="Consumer group and app id.")
+    batch_max: int = Field(256, ge=1, le=100_000, description="Most events per scoring batch.")
+    batch_window_seconds: float = Field(
+        0.02, gt=0, le=10, description="Longest wait to fill a scoring batch."
+    )
+    scoring_policy: ScoringPolicy = Field(
+        ScoringPolicy.EVERY_EVENT,
+        description="every_event, or throttled (at most once per user per score_interval).",
+    )
+    score_interval_seconds: float = Field(
+        5.0, gt=0, le=86_400, description="Throttled policy: least time between a user's scores."
+    )
+    max_event_bytes: int = Field(
+        65_536, ge=256, le=10_485_760, description="Larger payloads go to the DLQ."
+    )
+    model_path: Path = Field(
+        Path("models/current"), description="Model bundle served (a symlink to a bundle)."
+    )
+    model_poll_seconds: float = Field(
+        2.0, gt=0, le=3600, description="How often the worker checks model_path for a new bundle."
+    )
+    onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    web_host: str = Field("127.0.0.1", description="Address of the web/metrics server.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and health.")
+    data_dir: Path = Field(Path("var/worker"), description="Worker state (RocksDB) directory.")
+    rocksdb_block_cache_mb: int = Field(
+        64, ge=1, le=65_536, description="RocksDB block cache per worker, MiB."
+    )
+    top_categories: int = Field(
+        5, ge=0, le=50, description="How many interests each score lists."
+    )
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be debug, info, warning or error")
+        return level
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        sasl = self.kafka_security_protocol in {
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        }
+        if sasl and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "a SASL security protocol needs INTENTFLOW_KAFKA_SASL_MECHANISM, "
+                "INTENTFLOW_KAFKA_SASL_USERNAME and INTENTFLOW_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return self.kafka_bootstrap.split(",")
+
+    def kafka_python_options(self) -> dict[str, object]:
+        """Security options in kafka-python's spelling (producer, consumer and admin)."""
+        opts: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol.value,
+        }
+        if self.kafka_sasl_mechanism:
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism.value
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                opts["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for key, value in (
+            ("ssl_cafile", self.kafka_ssl_cafile),
+            ("ssl_certfile", self.kafka_ssl_certfile),
+            ("ssl_keyfile", self.kafka_ssl_keyfile),
+        ):
+            if value is not None:
+                opts[key] = str(value)
+        return opts
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once and validate it, or raise one ConfigError naming the variables.
+
+    ``overrides`` take precedence over the environment (used by CLI flags and tests).
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            problems.append(f"  {name}: {err['msg']}{shown}")
+        raise ConfigError(
+            "invalid configuration:\n" + "\n".join(problems) + "\n"
+            "Fix these environment variables; the README lists every setting and its default."
+        ) from None
