@@ -1,0 +1,176 @@
+"""Thin agents: move bytes between Kafka and ``streams.pipeline``, then count.
+
+``track_interest`` consumes clickstream.v1 in micro-batches (``stream.take_events``), applies
+each event to its user's profile, scores the batch with one onnxruntime call and publishes the
+scores. Offsets are acked when the batch's loop body is done, which is after every score and
+dead letter has been delivered and the profiles written: delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from faust.streams import _current_event
+
+from streams.app import Worker
+from streams.pipeline import (
+    Record,
+    Row,
+    encode_dead_letter,
+    encode_scores,
+    process_batch,
+    score_rows,
+)
+from streams.settings import ScoringPolicy
+from streams.state import StoredProfile, decode_stored, encode_stored
+
+log = logging.getLogger("intentflow.worker")
+
+
+def register(w: Worker) -> None:
+    """Attach the agents, timers and health pages to the worker's app."""
+    app, settings = w.app, w.settings
+    throttled = settings.scoring_policy is ScoringPolicy.THROTTLED
+
+    @app.agent(w.events_topic, name="track_interest", concurrency=1)
+    async def track_interest(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_window_seconds):
+            await handle_batch(w, stream, events, throttled=throttled)
+
+    @app.timer(settings.model_poll_seconds)
+    async def reload_model() -> None:
+        await asyncio.get_running_loop().run_in_executor(w.executor, w.models.poll)
+
+    if throttled:
+
+        @app.timer(max(0.2, settings.score_interval_seconds / 4))
+        async def flush_throttled() -> None:
+            rows = w.throttle.due(time.time())
+            if rows:
+                await publish_scores(w, rows)
+
+    @app.timer(5.0)
+    async def observe() -> None:
+        observe_state(w)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        return web.json({"status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        checks = readiness(w)
+        return web.json(checks, status=200 if all(checks.values()) else 503)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: Any, assigned: Any = None, **kwargs: Any) -> None:
+        w.assigned_once = True
+
+
+async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttled: bool) -> None:
+    """One micro-batch: decode, update profiles, score, publish, write profiles."""
+    now = time.time()
+    records = [
+        Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, now)
+        for e in events
+    ]
+    outcome = process_batch(records, lambda user: load_profile(w, user), max_event_bytes=w.settings.max_event_bytes)
+    metrics = w.metrics
+    pending = []
+    for record, letter in outcome.dead_letters:
+        pending.append(await w.dlq_topic.send(key=record.key, value=encode_dead_letter(letter)))
+        metrics.events_consumed.labels(letter.error_class.value).inc()
+        metrics.dlq_writes.labels(letter.error_class.value).inc()
+    metrics.events_consumed.labels("valid").inc(len(outcome.rows) + outcome.replayed)
+    rows = w.throttle.admit(outcome.rows, now) if throttled else outcome.rows
+    if rows:
+        pending.extend(await publish_scores(w, rows))
+    # Scores and dead letters are delivered before the profiles (and their input offsets) are
+    # written, so a stored offset always means "scored": see streams.state.
+    if pending:
+        await asyncio.gather(*pending)
+    by_record = {id(r): e for r, e in zip(records, events, strict=True)}
+    for user, (stored, record) in outcome.profiles.items():
+        # Faust's table picks the RocksDB partition and the changelog partition from the
+        # "current event" context variable. Set only the variable: Stream._set_current_event
+        # would also overwrite stream.current_event, which take_events' buffer filler reads
+        # concurrently, and pair the next message with this old event.
+        _current_event.set(weakref.ref(by_record[id(record)]))
+        w.profiles[user.encode()] = encode_stored(stored)
+    for record in records:
+        w.processed_offsets[record.partition] = record.offset
+    metrics.last_event_processed.set(now)
+    if outcome.replayed:
+        log.info("skipped %d events already applied before a restart", outcome.replayed)
+
+
+async def publish_scores(w: Worker, rows: Sequence[Row]) -> list[Any]:
+    """Score rows with one onnxruntime call and hand the scores to the producer."""
+    bundle = w.models.bundle
+    assert bundle is not None  # the worker does not start without a model
+    metrics = w.metrics
+    started = time.perf_counter()
+    probabilities = await asyncio.get_running_loop().run_in_executor(
+        w.executor, score_rows, bundle, rows
+    )
+    metrics.inference_duration.observe(time.perf_counter() - started)
+    metrics.inference_batch_size.observe(len(rows))
+    futures = []
+    for key, value in encode_scores(rows, probabilities, bundle, top_k=w.settings.top_categories):
+        futures.append(await w.scores_topic.send(key=key, value=value))
+    handed = time.time()
+    for row, probability in zip(rows, probabilities.tolist(), strict=True):
+        metrics.event_to_score_latency.observe(max(0.0, handed - row.event.ts))
+        metrics.ingest_to_score_latency.observe(max(0.0, handed - row.record.consumed_at))
+        metrics.purchase_probability.observe(probability)
+    metrics.scores_published.inc(len(rows))
+    return futures
+
+
+def load_profile(w: Worker, user: str) -> StoredProfile | None:
+    data = w.profiles.get(user.encode())
+    return decode_stored(data) if data is not None else None
+
+
+def readiness(w: Worker) -> dict[str, bool]:
+    """The readiness checks: a model, partitions assigned, recovery done."""
+    app = w.app
+    return {
+        "model_loaded": w.models.bundle is not None,
+        "partitions_assigned": w.assigned_once and not app.rebalancing,
+        "recovered": not app.in_recovery and w.assigned_once,
+    }
+
+
+def observe_state(w: Worker) -> None:
+    """Refresh the gauges that are sampled rather than counted: lag, table size, readiness."""
+    metrics = w.metrics
+    consumer = getattr(w.app, "_consumer", None)
+    if consumer is not None:
+        for tp in consumer.assignment():
+            if tp.topic != w.settings.topic_events:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            done = w.processed_offsets.get(tp.partition, -1) + 1
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - done))
+    metrics.profile_users.set(table_size(w))
+    metrics.ready.set(1 if all(readiness(w).values()) else 0)
+
+
+def table_size(w: Worker) -> int:
+    """Users held: RocksDB's key estimate per partition database (cheap), summed."""
+    store = w.profiles.data
+    total = 0
+    for db in getattr(store, "_dbs", {}).values():
+        try:
+            total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return total

@@ -1,0 +1,70 @@
+"""Small, valid model bundles for worker tests, built without TensorFlow.
+
+The model is a real ONNX graph with the served signature (``features`` -> sigmoid(X.w + b) ->
+``purchase_probability``), so the worker loads, checks and runs it exactly like an exported
+Keras model. Different seeds give different weights and so different probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from streams.features import EMBEDDING_DIM, FEATURE_SPEC, CategoryEmbeddings
+from streams.scoring import INPUT_NAME, OUTPUT_NAME
+
+
+def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
+    """Write a bundle (model.onnx, metadata.json, embeddings.npz) to ``directory``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    n = len(FEATURE_SPEC.names)
+    weights = (rng.normal(0.0, 0.3, size=(n, 1))).astype(np.float32)
+    bias = np.array([-1.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", [INPUT_NAME, "w"], ["logit0"]),
+            helper.make_node("Add", ["logit0", "b"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], [OUTPUT_NAME]),
+        ],
+        "test_logistic",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.onnx").write_bytes(model.SerializeToString())
+    ids = [f"c{i:04d}" for i in range(50)]
+    CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))).save(
+        directory / "embeddings.npz"
+    )
+    (directory / "metadata.json").write_text(
+        json.dumps(
+            {
+                "model_version": version,
+                "feature_version": FEATURE_SPEC.version,
+                "feature_spec_hash": FEATURE_SPEC.hash,
+                "feature_names": list(FEATURE_SPEC.names),
+                "horizon_seconds": 3600,
+                "note": "test bundle: logistic weights drawn from a seeded RNG",
+            }
+        )
+    )
+    return directory
+
+
+def point(link: Path, target: Path) -> None:
+    """Atomically point the ``link`` symlink at ``target`` (how a model is rolled)."""
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
