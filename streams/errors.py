@@ -61,3 +61,9 @@ class ExportParityError(ModelError):
 
 class DataError(IntentflowError):
     """An input data file is unreadable or has no usable rows. Check the named file."""
+
+
+class ProfileDecodeError(DataError):
+    """A stored user profile cannot be decoded (unknown format version, or truncated bytes).
+    Deploy a worker that knows the named version, or drop the profile table (and its changelog)
+    so profiles rebuild from new events."""

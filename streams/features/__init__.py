@@ -1,0 +1,62 @@
+"""Pure feature code shared by the worker and training: numpy and the standard library only.
+
+- ``profile``: per-user state (``Profile``), its pure ``update`` in event time, the compact
+  versioned encoding, and ``top_categories``.
+- ``embeddings``: the category embedding table of a model bundle, with a hashed fallback.
+- ``vector``: the frozen, hashed ``FEATURE_SPEC`` and ``feature_vector``/``feature_matrix``.
+
+A test imports this package in a fresh interpreter and checks that no Faust, Kafka,
+Prometheus, pydantic or TensorFlow module came with it.
+"""
+
+from streams.features.embeddings import EMBEDDING_DIM, CategoryEmbeddings, hashed_vector
+from streams.features.profile import (
+    EVENT_TYPES,
+    INTEREST_HALF_LIFE_S,
+    LONG_HALF_LIFE_S,
+    SESSION_GAP_S,
+    SHORT_HALF_LIFE_S,
+    TOP_K_CATEGORIES,
+    EventLike,
+    Profile,
+    decode_profile,
+    encode_profile,
+    stable_hash,
+    top_categories,
+    update,
+)
+from streams.features.vector import (
+    FEATURE_NAMES,
+    FEATURE_SPEC,
+    FEATURE_VERSION,
+    N_FEATURES,
+    FeatureSpec,
+    feature_matrix,
+    feature_vector,
+)
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "EVENT_TYPES",
+    "FEATURE_NAMES",
+    "FEATURE_SPEC",
+    "FEATURE_VERSION",
+    "INTEREST_HALF_LIFE_S",
+    "LONG_HALF_LIFE_S",
+    "N_FEATURES",
+    "SESSION_GAP_S",
+    "SHORT_HALF_LIFE_S",
+    "TOP_K_CATEGORIES",
+    "CategoryEmbeddings",
+    "EventLike",
+    "FeatureSpec",
+    "Profile",
+    "decode_profile",
+    "encode_profile",
+    "feature_matrix",
+    "feature_vector",
+    "hashed_vector",
+    "stable_hash",
+    "top_categories",
+    "update",
+]

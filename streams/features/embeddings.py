@@ -1,0 +1,132 @@
+"""The category embedding table shipped in a model bundle. numpy and the standard library only.
+
+Known categories have a learned unit vector. Any other id gets a deterministic unit vector
+derived from SHA-256 of the id, so an unseen category still means the same thing in every
+process and every run (and a profile never stores vectors, only category weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streams.errors import DataError
+
+EMBEDDING_DIM = 16
+EMBEDDINGS_FORMAT_VERSION = 1
+
+
+def hashed_vector(category_id: str, dim: int = EMBEDDING_DIM) -> np.ndarray:
+    """A unit float32 vector that depends only on ``category_id`` (no RNG, no numpy version)."""
+    needed = 4 * dim
+    raw = b""
+    counter = 0
+    while len(raw) < needed:
+        raw += hashlib.sha256(counter.to_bytes(4, "little") + category_id.encode("utf-8")).digest()
+        counter += 1
+    ints = np.frombuffer(raw[:needed], dtype="<u4").astype(np.float64)
+    vec = ints / 2.0**31 - 1.0  # uniform in [-1, 1)
+    norm = float(np.sqrt(vec @ vec))
+    if norm == 0.0:  # pragma: no cover - needs 16 exact hash hits
+        vec[0], norm = 1.0, 1.0
+    return (vec / norm).astype(np.float32)
+
+
+class CategoryEmbeddings:
+    """Category ids and a float32 matrix ``(n, EMBEDDING_DIM)``, with a hashed fallback."""
+
+    __slots__ = ("_fallback", "_index", "ids", "matrix")
+
+    def __init__(self, ids: Sequence[str], matrix: np.ndarray) -> None:
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape != (len(ids), EMBEDDING_DIM):
+            raise ValueError(
+                f"embedding matrix has shape {matrix.shape}; expected ({len(ids)}, {EMBEDDING_DIM})"
+            )
+        if not np.isfinite(matrix).all():
+            raise ValueError("embedding matrix has non-finite values")
+        self.ids: tuple[str, ...] = tuple(str(i) for i in ids)
+        self._index = {cid: row for row, cid in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            raise ValueError("embedding ids are not unique")
+        self.matrix = matrix.copy()
+        self.matrix.setflags(write=False)
+        self._fallback: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def empty(cls) -> CategoryEmbeddings:
+        """A table with no learned vectors: every category uses its hashed vector."""
+        return cls([], np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, category_id: object) -> bool:
+        return category_id in self._index
+
+    def vector(self, category_id: str) -> np.ndarray:
+        """The vector of one category (learned, or the hashed fallback). Read-only float32."""
+        row = self._index.get(category_id)
+        if row is not None:
+            return self.matrix[row]
+        vec = self._fallback.get(category_id)
+        if vec is None:
+            if len(self._fallback) > 100_000:  # bound the cache for long-running workers
+                self._fallback.clear()
+            vec = hashed_vector(category_id)
+            vec.setflags(write=False)
+            self._fallback[category_id] = vec
+        return vec
+
+    def vectors(self, category_ids: Sequence[str]) -> np.ndarray:
+        """Vectors of many categories, float32 ``(len(category_ids), EMBEDDING_DIM)``."""
+        out = np.empty((len(category_ids), EMBEDDING_DIM), dtype=np.float32)
+        for i, cid in enumerate(category_ids):
+            out[i] = self.vector(cid)
+        return out
+
+    def save(self, path: Path) -> None:
+        """Write an ``.npz`` (ids, matrix, format version), atomically."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    ids=np.array(self.ids, dtype=np.str_),
+                    matrix=self.matrix,
+                    format_version=np.array(EMBEDDINGS_FORMAT_VERSION),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> CategoryEmbeddings:
+        """Read what ``save`` wrote; DataError naming the file if it is not that."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                version = int(npz["format_version"])
+                ids = [str(i) for i in npz["ids"]]
+                matrix = np.array(npz["matrix"])
+        except FileNotFoundError:
+            raise DataError(f"embedding table {path} does not exist") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"embedding table {path} is unreadable: {exc}") from None
+        if version != EMBEDDINGS_FORMAT_VERSION:
+            raise DataError(
+                f"embedding table {path} has format version {version}; "
+                f"expected {EMBEDDINGS_FORMAT_VERSION}"
+            )
+        try:
+            return cls(ids, matrix)
+        except ValueError as exc:
+            raise DataError(f"embedding table {path} is inconsistent: {exc}") from None

@@ -1,0 +1,253 @@
+"""The feature vector: a frozen, hashed spec and the (batched) computation. numpy + stdlib only.
+
+Features are computed from the profile *after* ``update(profile, event)`` and the event itself.
+Each row depends only on its own (profile, event): the batch it arrives in never changes a bit
+of it, so the worker's micro-batches and the offline replay produce identical features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streams.features.embeddings import EMBEDDING_DIM, CategoryEmbeddings
+from streams.features.profile import (
+    CART_MAX,
+    EVENT_TYPES,
+    INTEREST_HALF_LIFE_S,
+    INTEREST_WEIGHTS,
+    LONG_HALF_LIFE_S,
+    MIN_WEIGHT,
+    N_TYPES,
+    SESSION_CATEGORIES_MAX,
+    SESSION_GAP_S,
+    SHORT_HALF_LIFE_S,
+    TOP_K_CATEGORIES,
+    TOP_K_ITEMS,
+    EventLike,
+    Profile,
+    stable_hash,
+    type_index,
+)
+
+FEATURE_VERSION = "1"
+RECENCY_CAP_S = 30 * 86400.0  # recency of a user's first event, and the most we report
+
+_SCALARS: tuple[str, ...] = (
+    "category_share",  # current category's share of the decayed interest (0..1)
+    "category_cosine",  # cosine of its embedding to the interest embedding
+    "interest_hhi",  # concentration: sum of squared shares (1 = one category)
+    "interest_entropy",  # entropy of the shares, nats
+    "interest_categories_log",
+    "interest_total_log",  # log1p of the total decayed interest: overall activity
+    "session_events_log",
+    "session_carts_log",
+    "session_categories",  # distinct categories this session (saturates at 16)
+    "session_duration_log",
+    "recency_log",  # log1p seconds since the user's previous event
+    "first_event",
+    "events_total_log",
+    *(f"count_short_{t}_log" for t in EVENT_TYPES),
+    *(f"count_long_{t}_log" for t in EVENT_TYPES),
+    "price_log",
+    "price_missing",
+    "price_rel_log",  # log1p(price) - log1p(user's decayed mean price); 0 if unknown
+    "item_interactions_log",  # decayed interactions with the current item
+    "item_in_cart",
+    "cart_size",
+    "hour_sin",  # hour of day, UTC
+    "hour_cos",
+    *(f"type_{t}" for t in EVENT_TYPES),
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"interest_emb_{i:02d}" for i in range(EMBEDDING_DIM)),
+    *_SCALARS,
+)
+N_FEATURES = len(FEATURE_NAMES)
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Names, order and dtype of the feature vector, plus the constants that shape its values.
+
+    ``hash`` identifies it: a model bundle records it and the worker refuses any other.
+    """
+
+    version: str
+    names: tuple[str, ...]
+    dtype: str
+    params: tuple[tuple[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "names": list(self.names),
+            "dtype": self.dtype,
+            "params": dict(self.params),
+        }
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 hex of the canonical JSON of the spec."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+FEATURE_SPEC = FeatureSpec(
+    version=FEATURE_VERSION,
+    names=FEATURE_NAMES,
+    dtype="float32",
+    params=(
+        ("cart_max", CART_MAX),
+        ("embedding_dim", EMBEDDING_DIM),
+        ("event_types", EVENT_TYPES),
+        ("interest_half_life_s", INTEREST_HALF_LIFE_S),
+        ("interest_weights", tuple(sorted(INTEREST_WEIGHTS.items()))),
+        ("long_half_life_s", LONG_HALF_LIFE_S),
+        ("min_weight", MIN_WEIGHT),
+        ("recency_cap_s", RECENCY_CAP_S),
+        ("session_categories_max", SESSION_CATEGORIES_MAX),
+        ("session_gap_s", SESSION_GAP_S),
+        ("short_half_life_s", SHORT_HALF_LIFE_S),
+        ("top_k_categories", TOP_K_CATEGORIES),
+        ("top_k_items", TOP_K_ITEMS),
+    ),
+)
+
+
+def feature_matrix(
+    rows: Sequence[tuple[Profile, EventLike]], embeddings: CategoryEmbeddings
+) -> np.ndarray:
+    """Features of many (profile after the event, event) pairs: float32 ``(n, N_FEATURES)``."""
+    n = len(rows)
+    out = np.zeros((n, N_FEATURES), dtype=np.float64)
+    if n == 0:
+        return out.astype(np.float32)
+
+    # One pass in Python pulls the numbers out of the profiles; the math below is numpy.
+    pair_row: list[int] = []
+    pair_cat: list[str] = []
+    pair_w: list[float] = []
+    cur_row: list[int] = []
+    cur_cat: list[str] = []
+    total = np.zeros(n)
+    cur_w = np.zeros(n)
+    n_cats = np.zeros(n)
+    s_events, s_carts, s_cats, s_dur = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    gap, n_events = np.zeros(n), np.zeros(n)
+    short = np.zeros((n, N_TYPES))
+    long_ = np.zeros((n, N_TYPES))
+    price = np.full(n, np.nan)
+    mean_price = np.full(n, np.nan)
+    item_w, in_cart, cart_size = np.zeros(n), np.zeros(n), np.zeros(n)
+    ts, etype = np.zeros(n), np.zeros(n, dtype=np.intp)
+    for i, (p, e) in enumerate(rows):
+        weights = p.weights
+        for known, weight in weights.items():
+            pair_row.append(i)
+            pair_cat.append(known)
+            pair_w.append(weight)
+        total[i] = sum(weights.values())
+        n_cats[i] = len(weights)
+        cat = e.category_id
+        if cat is not None:
+            cur_row.append(i)
+            cur_cat.append(cat)
+            cur_w[i] = weights.get(cat, 0.0)
+        s_events[i], s_carts[i] = p.session_events, p.session_carts
+        s_cats[i], s_dur[i] = len(p.session_categories), p.session_last - p.session_start
+        gap[i], n_events[i] = p.last_gap_s, p.n_events
+        short[i], long_[i] = p.short_counts, p.long_counts
+        if e.price is not None:
+            price[i] = e.price
+        if p.price_n > 0:
+            mean_price[i] = p.price_sum / p.price_n
+        if e.item_id is not None:
+            item = stable_hash(e.item_id)
+            item_w[i] = p.items.get(item, 0.0)
+            in_cart[i] = item in p.cart
+        cart_size[i] = len(p.cart)
+        ts[i], etype[i] = e.ts, type_index(e.event_type)
+
+    # Interest embedding: weighted mean of category vectors. np.add.at accumulates in index
+    # order, so a row's sum never depends on the other rows of the batch.
+    interest = np.zeros((n, EMBEDDING_DIM))
+    hhi, entropy = np.zeros(n), np.zeros(n)
+    if pair_row:
+        rows_idx = np.asarray(pair_row, dtype=np.intp)
+        pw = np.asarray(pair_w)
+        vecs = embeddings.vectors(pair_cat).astype(np.float64)
+        np.add.at(interest, rows_idx, vecs * pw[:, None])
+        share = pw / total[rows_idx]
+        np.add.at(hhi, rows_idx, share * share)
+        np.add.at(entropy, rows_idx, -share * np.log(share))
+    has_interest = total > 0
+    interest[has_interest] /= total[has_interest, None]
+    out[:, :EMBEDDING_DIM] = interest
+
+    cosine = np.zeros(n)
+    if cur_row:
+        idx = np.asarray(cur_row, dtype=np.intp)
+        cur_vec = embeddings.vectors(cur_cat).astype(np.float64)
+        m = interest[idx]
+        norm = np.sqrt((m * m).sum(axis=1)) * np.sqrt((cur_vec * cur_vec).sum(axis=1))
+        dots = (m * cur_vec).sum(axis=1)
+        cosine[idx] = np.divide(dots, norm, out=np.zeros_like(dots), where=norm > 0)
+
+    col = _COL
+    out[:, col["category_share"]] = np.divide(cur_w, total, out=np.zeros(n), where=has_interest)
+    out[:, col["category_cosine"]] = cosine
+    out[:, col["interest_hhi"]] = hhi
+    out[:, col["interest_entropy"]] = entropy
+    out[:, col["interest_categories_log"]] = np.log1p(n_cats)
+    out[:, col["interest_total_log"]] = np.log1p(total)
+    out[:, col["session_events_log"]] = np.log1p(s_events)
+    out[:, col["session_carts_log"]] = np.log1p(s_carts)
+    out[:, col["session_categories"]] = s_cats
+    out[:, col["session_duration_log"]] = np.log1p(s_dur)
+    first = gap < 0
+    out[:, col["recency_log"]] = np.log1p(
+        np.where(first, RECENCY_CAP_S, np.minimum(gap, RECENCY_CAP_S))
+    )
+    out[:, col["first_event"]] = first
+    out[:, col["events_total_log"]] = np.log1p(n_events)
+    c0 = col[f"count_short_{EVENT_TYPES[0]}_log"]
+    out[:, c0 : c0 + N_TYPES] = np.log1p(short)
+    c0 = col[f"count_long_{EVENT_TYPES[0]}_log"]
+    out[:, c0 : c0 + N_TYPES] = np.log1p(long_)
+    has_price = ~np.isnan(price)
+    log_price = np.log1p(np.where(has_price, price, 0.0))
+    out[:, col["price_log"]] = log_price
+    out[:, col["price_missing"]] = ~has_price
+    both = has_price & ~np.isnan(mean_price)
+    out[:, col["price_rel_log"]] = np.where(
+        both, log_price - np.log1p(np.where(both, mean_price, 0.0)), 0.0
+    )
+    out[:, col["item_interactions_log"]] = np.log1p(item_w)
+    out[:, col["item_in_cart"]] = in_cart
+    out[:, col["cart_size"]] = cart_size
+    angle = (ts % 86400.0) * (2.0 * math.pi / 86400.0)
+    out[:, col["hour_sin"]] = np.sin(angle)
+    out[:, col["hour_cos"]] = np.cos(angle)
+    c0 = col[f"type_{EVENT_TYPES[0]}"]
+    out[np.arange(n), c0 + etype] = 1.0
+    return out.astype(np.float32)
+
+
+def feature_vector(
+    profile: Profile, event: EventLike, embeddings: CategoryEmbeddings
+) -> np.ndarray:
+    """Features of one event: float32 ``(N_FEATURES,)``; ``profile`` is the state after it."""
+    return feature_matrix([(profile, event)], embeddings)[0]
