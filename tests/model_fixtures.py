@@ -132,3 +132,31 @@ def synthetic_log(
             encoding="utf-8",
         )
     return path
+
+
+@dataclass(frozen=True)
+class TinyBundle:
+    """A bundle trained once per test session on a synthetic log (see ``tiny_bundle``)."""
+
+    path: Path
+    events: Path
+    truth: Path
+
+
+def train_tiny_bundle(root: Path) -> TinyBundle:
+    """Train a small model (a few thousand rows, two epochs) and write its bundle."""
+    from model_export.train import TrainConfig, train_bundle
+
+    events = synthetic_log(root / "events.jsonl", root / "truth.jsonl", users=120, days=2.0)
+    result = train_bundle(
+        TrainConfig(
+            events=events,
+            truth=root / "truth.jsonl",
+            out=root / "bundle",
+            epochs=2,
+            verbose=0,
+            threads=1,
+        ),
+        log=lambda _msg: None,
+    )
+    return TinyBundle(result.path, events, root / "truth.jsonl")

@@ -113,13 +113,14 @@ class CategoryEmbeddings:
         """Read what ``save`` wrote; DataError naming the file if it is not that."""
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            # Open the file ourselves: np.load(path) leaks its handle when the zip is corrupt.
+            with path.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 version = int(npz["format_version"])
                 ids = [str(i) for i in npz["ids"]]
                 matrix = np.array(npz["matrix"])
         except FileNotFoundError:
             raise DataError(f"embedding table {path} does not exist") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise DataError(f"embedding table {path} is unreadable: {exc}") from None
         if version != EMBEDDINGS_FORMAT_VERSION:
             raise DataError(

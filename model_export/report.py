@@ -1,0 +1,164 @@
+"""The human part of a bundle: ``report.md`` with ROC and reliability plots (PNG).
+
+Plots use matplotlib's object API (``Figure``, Agg canvas): no pyplot, no global backend.
+The model and its baselines share axes, so one glance says whether the model earns its keep
+and whether its probabilities mean what they say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from model_export import metrics
+
+ROC_PNG = "roc.png"
+CALIBRATION_PNG = "calibration.png"
+_COLORS = {
+    "model": "#1f77b4",
+    "logistic_regression": "#ff7f0e",
+    "heuristic": "#2ca02c",
+    "oracle": "#7f7f7f",
+}
+
+
+def plot_roc(y: np.ndarray, scores: Mapping[str, np.ndarray], path: Path, title: str) -> None:
+    """ROC curves of every scorer on the same rows."""
+    fig = Figure(figsize=(6, 6), dpi=110)
+    ax = fig.subplots()
+    for name, p in scores.items():
+        fpr, tpr = metrics.roc_curve(y, p)
+        auc = metrics.roc_auc(y, p)
+        style = "--" if name == "oracle" else "-"
+        ax.plot(fpr, tpr, style, color=_COLORS.get(name), lw=2, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="black", lw=1, label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_calibration(
+    y: np.ndarray, scores: Mapping[str, np.ndarray], path: Path, title: str
+) -> None:
+    """Reliability diagram (observed frequency against mean prediction per bin) over a
+    histogram of the predictions, on a log scale so the rare high scores stay visible."""
+    fig = Figure(figsize=(6, 7.5), dpi=110)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ":", color="black", lw=1, label="perfectly calibrated")
+    for name, p in scores.items():
+        if name == "oracle":
+            continue
+        rel = metrics.reliability(y, p)
+        mp, obs = np.asarray(rel["mean_predicted"]), np.asarray(rel["observed"])
+        ok = ~np.isnan(mp)
+        ece = metrics.ece(y, p)
+        ax.plot(mp[ok], obs[ok], "o-", color=_COLORS.get(name), label=f"{name} (ECE {ece:.3f})")
+        hist.hist(p, bins=30, range=(0, 1), histtype="step", color=_COLORS.get(name), lw=1.5)
+    ax.set(ylabel="observed purchase rate", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    hist.set(xlabel="predicted probability", ylabel="rows", yscale="log")
+    hist.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Markdown table lines: one row per scorer."""
+    cols = ("roc_auc", "pr_auc", "log_loss", "ece", "brier")
+    lines = ["| scorer | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+    return lines
+
+
+def _iso(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else "n/a"
+
+
+def write_report(
+    out_dir: Path, metadata: Mapping[str, Any], y: np.ndarray, scores: Mapping[str, np.ndarray]
+) -> None:
+    """Write roc.png, calibration.png and report.md into ``out_dir``."""
+    horizon_min = metadata["horizon_seconds"] / 60
+    title = f"validation, purchase within {horizon_min:g} min"
+    plot_roc(y, scores, out_dir / ROC_PNG, f"ROC: {title}")
+    plot_calibration(y, scores, out_dir / CALIBRATION_PNG, f"Reliability: {title}")
+
+    val = metadata["metrics"]["validation"]
+    base = metadata["metrics"]["baselines"]
+    training = metadata["training"]
+    heuristic_name = base["heuristic"].get("name", "?")
+    rows: dict[str, Mapping[str, Any]] = {
+        "model (Keras MLP, served as ONNX)": val,
+        "logistic_regression": base["logistic_regression"],
+        f"heuristic: {heuristic_name}": base["heuristic"],
+    }
+    oracle = val.get("oracle_roc_auc")
+    lines = [
+        f"# Model report: {metadata['model_version']}",
+        "",
+        f"Predicts whether a user purchases within **{horizon_min:g} minutes** after a "
+        f"non-purchase event. Trained on `{training['source']}`, validated on the last "
+        f"{100 * (1 - training['split']['quantile']):.0f}% of snapshot times.",
+        "",
+        "![ROC curves](roc.png)",
+        "",
+        "![Reliability diagram](calibration.png)",
+        "",
+        f"## Validation metrics ({val['rows']} rows, {val['positives']} positives, "
+        f"base rate {_fmt(val['base_rate'])})",
+        "",
+        *metrics_table(rows),
+        "",
+    ]
+    if oracle is not None:
+        ratio = val["roc_auc"] / oracle if oracle else None
+        lines += [
+            f"Oracle ROC-AUC (the simulator's true intent as the score, same rows): "
+            f"**{oracle:.4f}**; the model reaches {_fmt(ratio)} of it.",
+            "",
+        ]
+    lines += [
+        "## Data",
+        "",
+        f"- Events: {training['events']} valid of {training['lines']} lines "
+        f"(rejected: {training['rejected'] or 'none'}), "
+        f"{_iso(training['time_range']['start'])} .. {_iso(training['time_range']['end'])}",
+        f"- Split boundary {_iso(training['split']['boundary'])}; train rows "
+        f"{training['rows']} ({training['positives']} positive), of which the last "
+        f"{training['early_stopping_rows']} were held out for early stopping",
+        f"- Category embeddings: {metadata['embeddings']['categories']} categories, "
+        f"{metadata['embeddings']['method']}, from train-period events only",
+        f"- Class imbalance: {training['class_weighting']}",
+        "",
+        "## Export",
+        "",
+        f"- {metadata['export']['method']}, opset {metadata['export']['opset']}; "
+        f"max |Keras - onnxruntime| on {metadata['parity']['rows']} validation rows: "
+        f"{metadata['parity']['max_abs_diff']:.2e} (limit {metadata['parity']['tolerance']:g})",
+        f"- Timings: dataset {metadata['timings']['dataset_seconds']:.1f} s, train "
+        f"{metadata['timings']['train_seconds']:.1f} s, export "
+        f"{metadata['timings']['export_seconds']:.1f} s",
+        f"- Feature spec {metadata['feature_version']} / {metadata['feature_spec_hash'][:12]}, "
+        f"{len(metadata['feature_names'])} features",
+        "",
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
