@@ -79,7 +79,14 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
         Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, now)
         for e in events
     ]
-    outcome = process_batch(records, lambda user: load_profile(w, user), max_event_bytes=w.settings.max_event_bytes)
+    by_record = {id(r): e for r, e in zip(records, events, strict=True)}
+
+    def load(user: str, record: Record) -> StoredProfile | None:
+        _as_current(by_record[id(record)])
+        data = w.profiles.get(user.encode())
+        return decode_stored(data) if data is not None else None
+
+    outcome = process_batch(records, load, max_event_bytes=w.settings.max_event_bytes)
     metrics = w.metrics
     pending = []
     for record, letter in outcome.dead_letters:
@@ -94,13 +101,8 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
     # written, so a stored offset always means "scored": see streams.state.
     if pending:
         await asyncio.gather(*pending)
-    by_record = {id(r): e for r, e in zip(records, events, strict=True)}
     for user, (stored, record) in outcome.profiles.items():
-        # Faust's table picks the RocksDB partition and the changelog partition from the
-        # "current event" context variable. Set only the variable: Stream._set_current_event
-        # would also overwrite stream.current_event, which take_events' buffer filler reads
-        # concurrently, and pair the next message with this old event.
-        _current_event.set(weakref.ref(by_record[id(record)]))
+        _as_current(by_record[id(record)])
         w.profiles[user.encode()] = encode_stored(stored)
     for record in records:
         w.processed_offsets[record.partition] = record.offset
@@ -132,9 +134,16 @@ async def publish_scores(w: Worker, rows: Sequence[Row]) -> list[Any]:
     return futures
 
 
-def load_profile(w: Worker, user: str) -> StoredProfile | None:
-    data = w.profiles.get(user.encode())
-    return decode_stored(data) if data is not None else None
+def _as_current(event: Any) -> None:
+    """Make ``event`` Faust's "current event" for the next table read or write.
+
+    Faust's RocksDB table reads and writes the partition database, and sends the changelog to
+    the partition, of the current event. In a micro-batch the current event is not the one
+    whose user we touch, so set it per access. Set only the context variable:
+    ``Stream._set_current_event`` would also overwrite ``stream.current_event``, which
+    take_events' buffer filler reads concurrently, and pair the next message with this event.
+    """
+    _current_event.set(weakref.ref(event))
 
 
 def readiness(w: Worker) -> dict[str, bool]:

@@ -53,14 +53,14 @@ class BatchOutcome:
 
 def process_batch(
     records: Sequence[Record],
-    load: Callable[[str], StoredProfile | None],
+    load: Callable[[str, Record], StoredProfile | None],
     *,
     max_event_bytes: int,
 ) -> BatchOutcome:
     """Decode, validate and apply a batch of records to the users' profiles, in order.
 
-    ``load`` returns a user's stored profile (from the table) the first time the batch touches
-    the user; later events of the same user in the batch build on the in-batch profile.
+    ``load(user, record)`` returns a user's stored profile (from the table) the first time the
+    batch touches the user; later events of the same user build on the in-batch profile.
     """
     out = BatchOutcome()
     current: dict[str, StoredProfile | None] = {}
@@ -80,7 +80,7 @@ def process_batch(
         if user in current:
             stored = current[user]
         else:
-            stored = current[user] = load(user)
+            stored = current[user] = load(user, record)
         if stored is not None and record.offset <= stored.offset:
             out.replayed += 1
             continue

@@ -155,3 +155,41 @@ def consume_until(
     finally:
         consumer.close()
     return records
+
+
+def click_events(
+    n: int, *, users: int, seed: int, start: float, step: float = 0.5, prefix: str = "t"
+) -> list[tuple[bytes, bytes]]:
+    """``n`` valid clickstream.v1 payloads in event-time order, keyed by user (worker tests
+    that need controlled, not realistic, traffic)."""
+    import random
+    from datetime import UTC, datetime
+
+    import orjson
+
+    rng = random.Random(seed)
+    kinds = ["view"] * 6 + ["click"] * 2 + ["add_to_cart", "favorite", "search", "purchase"]
+    out = []
+    for i in range(n):
+        user = f"{prefix}u{rng.randrange(users)}"
+        kind = rng.choice(kinds)
+        event = {
+            "schema_version": "1",
+            "event_id": f"{prefix}-{seed}-{i}",
+            "user_id": user,
+            "event_type": kind,
+            "occurred_at": datetime.fromtimestamp(start + i * step, UTC).isoformat(),
+        }
+        if kind != "search":
+            event["item_id"] = f"i{rng.randrange(500)}"
+            event["category_id"] = f"c{rng.randrange(60):04d}"
+            event["price"] = round(rng.uniform(1, 200), 2)
+        out.append((user.encode(), orjson.dumps(event)))
+    return out
+
+
+def score_ids(records: list[tuple[bytes | None, bytes]]) -> list[str]:
+    """event_id of every score record (duplicates kept)."""
+    import orjson
+
+    return [orjson.loads(v)["event_id"] for _, v in records]
