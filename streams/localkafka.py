@@ -300,6 +300,8 @@ def _cluster_id() -> str:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As Kafka binds: connections of a stopped broker in TIME_WAIT do not block a restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
