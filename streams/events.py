@@ -8,18 +8,62 @@ payload becomes a ``Rejection`` whose ``error_class`` is a low-cardinality label
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION: Final = "1"
 DEFAULT_MAX_EVENT_BYTES = 65_536
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+# RFC 3339 date-time, the schema's `format: date-time`. The offset is optional here only so
+# that a missing one is reported as a naive timestamp by the datetime validator below.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _rfc3339_syntax(value: Any) -> Any:
+    # pydantic alone also accepts "2025-01-06 10:00Z", "+0000" offsets and comma fractions,
+    # which the schema's date-time format rejects; the decoder must not be more lenient.
+    # Only text (or, from Python, a datetime) gets through; the lax parser after this check
+    # would otherwise take unix numbers too.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "Input should be an RFC 3339 date-time string")
+    if not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339_syntax",
+            "Input should be an RFC 3339 date-time with a timezone, like 2025-01-06T09:30:00Z",
+        )
+    return value
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON Schema's "integer" accepts 2.0 (a number with zero fraction); so does the decoder.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Lax after the check: a function validator hands the inner one a Python str, which a strict
+# datetime validator would refuse.
+Rfc3339Datetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_syntax), Field(strict=False)]
 
 
 class EventType(StrEnum):
@@ -59,8 +103,8 @@ class ClickEvent(BaseModel):
     item_id: Id | None = None
     category_id: Id | None = None
     price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    quantity: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    occurred_at: AwareDatetime
+    quantity: Annotated[int, BeforeValidator(_integral_float), Field(ge=1, le=10_000)] | None = None
+    occurred_at: Rfc3339Datetime
 
     @model_validator(mode="after")
     def _item_required_unless_search(self) -> ClickEvent:
@@ -219,13 +263,14 @@ def dead_letter(
     received_at: datetime | None = None,
 ) -> DeadLetter:
     """The DLQ record for a rejected payload, keeping its bytes exactly."""
+    encoding: Literal["utf-8", "base64"]
     try:
         payload, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     return DeadLetter(
         payload=payload,
-        payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_encoding=encoding,
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
