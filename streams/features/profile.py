@@ -28,13 +28,14 @@ EVENT_TYPES: tuple[str, ...] = (
 TYPE_INDEX: dict[str, int] = {name: i for i, name in enumerate(EVENT_TYPES)}
 N_TYPES = len(EVENT_TYPES)
 
-INTEREST_HALF_LIFE_S = 12 * 3600.0  # category interest: "what is this user into today"
+INTEREST_HALF_LIFE_S = 3 * 3600.0  # category interest: the current shopping mission
 SHORT_HALF_LIFE_S = 30 * 60.0  # event-type counts, short horizon
-LONG_HALF_LIFE_S = 24 * 3600.0  # event-type counts, items and price mean, long horizon
+LONG_HALF_LIFE_S = 3 * 86400.0  # event-type counts, items and price mean: habits
 SESSION_GAP_S = 30 * 60.0  # inactivity that ends a session
 TOP_K_CATEGORIES = 32  # interest weights kept per user (weakest evicted)
 TOP_K_ITEMS = 16  # item interaction weights kept per user
-CART_MAX = 16  # item hashes remembered as "in cart"
+CART_MAX = 16  # items remembered as "in cart"
+CART_TTL_S = 24 * 3600.0  # a cart entry older than this is forgotten (abandoned carts)
 SESSION_CATEGORIES_MAX = 16  # distinct categories counted per session (saturates)
 MIN_WEIGHT = 1e-4  # decayed weights below this are dropped (about 13 half-lives of a view)
 
@@ -89,7 +90,9 @@ class Profile:
     price_sum: float = 0.0  # decayed (long) sum of prices seen
     price_n: float = 0.0  # decayed (long) number of priced events
     items: dict[int, float] = field(default_factory=dict)  # item hash -> decayed interactions
-    cart: tuple[int, ...] = ()  # item hashes added to cart, not removed or bought; newest last
+    cart: tuple[tuple[int, float], ...] = ()  # (item hash, added at): not removed/bought/expired
+    last_cart_ts: float = -1.0  # newest add_to_cart time; -1: never
+    last_purchase_ts: float = -1.0  # newest purchase time; -1: never
     session_start: float = 0.0
     session_last: float = 0.0
     session_events: int = 0
@@ -182,15 +185,18 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         price_sum += float(event.price) * f_long_event
         price_n += f_long_event
 
-    cart = p.cart
+    cart = tuple(entry for entry in p.cart if entry[1] >= clock - CART_TTL_S)
     if event.item_id is not None:
         item = stable_hash(event.item_id)
         items[item] = items.get(item, 0.0) + f_long_event
-        if etype == "add_to_cart":
-            cart = (*(i for i in cart if i != item), item)[-CART_MAX:]
+        if etype == "add_to_cart" and ts >= clock - CART_TTL_S:
+            added = max([ts, *(t for i, t in cart if i == item)])
+            cart = (*(e for e in cart if e[0] != item), (item, added))[-CART_MAX:]
         elif etype in ("remove_from_cart", "purchase"):
-            cart = tuple(i for i in cart if i != item)
+            cart = tuple(e for e in cart if e[0] != item)
     _top_k(items, TOP_K_ITEMS)
+    last_cart_ts = max(p.last_cart_ts, ts) if etype == "add_to_cart" else p.last_cart_ts
+    last_purchase = max(p.last_purchase_ts, ts) if etype == "purchase" else p.last_purchase_ts
 
     cat_hash = stable_hash(category) if category is not None else None
     carted = 1 if etype == "add_to_cart" else 0
@@ -218,6 +224,8 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         price_n=price_n,
         items=items,
         cart=cart,
+        last_cart_ts=last_cart_ts,
+        last_purchase_ts=last_purchase,
         session_start=s_start,
         session_last=s_last,
         session_events=s_events,
@@ -241,7 +249,7 @@ def top_categories(profile: Profile, k: int) -> list[tuple[str, float]]:
 # Binary layout, little endian. Floats are float64 so the round trip is exact, and dict order is
 # kept, so a decoded profile computes bit-identical features.
 _HEAD = struct.Struct("<2sB")
-_FIXED = struct.Struct(f"<dQdddddII{N_TYPES}d{N_TYPES}d")
+_FIXED = struct.Struct(f"<dQdddddIIdd{N_TYPES}d{N_TYPES}d")
 _U16 = struct.Struct("<H")
 _U8 = struct.Struct("<B")
 _F64 = struct.Struct("<d")
@@ -261,6 +269,8 @@ def encode_profile(profile: Profile) -> bytes:
         profile.session_last,
         profile.session_events,
         profile.session_carts,
+        profile.last_cart_ts,
+        profile.last_purchase_ts,
         *profile.short_counts,
         *profile.long_counts,
     )
@@ -271,8 +281,11 @@ def encode_profile(profile: Profile) -> bytes:
     out += _U16.pack(len(profile.items))
     for item, weight in profile.items.items():
         out += _ITEM.pack(item, weight)
-    for hashes in (profile.cart, profile.session_categories):
-        out += _U8.pack(len(hashes)) + struct.pack(f"<{len(hashes)}I", *hashes)
+    out += _U8.pack(len(profile.cart))
+    for item, added in profile.cart:
+        out += _ITEM.pack(item, added)
+    cats = profile.session_categories
+    out += _U8.pack(len(cats)) + struct.pack(f"<{len(cats)}I", *cats)
     return bytes(out)
 
 
@@ -312,12 +325,16 @@ def decode_profile(data: bytes) -> Profile:
             item, weight = _ITEM.unpack_from(data, pos)
             items[item] = weight
             pos += _ITEM.size
-        hash_lists: list[tuple[int, ...]] = []
-        for _ in range(2):
-            (n,) = _U8.unpack_from(data, pos)
-            pos += _U8.size
-            hash_lists.append(struct.unpack_from(f"<{n}I", data, pos))
-            pos += 4 * n
+        (n,) = _U8.unpack_from(data, pos)
+        pos += _U8.size
+        cart: list[tuple[int, float]] = []
+        for _ in range(n):
+            cart.append(_ITEM.unpack_from(data, pos))
+            pos += _ITEM.size
+        (n,) = _U8.unpack_from(data, pos)
+        pos += _U8.size
+        session_categories = struct.unpack_from(f"<{n}I", data, pos)
+        pos += 4 * n
     except (struct.error, UnicodeDecodeError) as exc:
         raise ProfileDecodeError(f"profile bytes are truncated or corrupt: {exc}") from None
     if pos != len(data):
@@ -332,10 +349,12 @@ def decode_profile(data: bytes) -> Profile:
         session_last=fixed[6],
         session_events=fixed[7],
         session_carts=fixed[8],
-        short_counts=tuple(fixed[9 : 9 + N_TYPES]),
-        long_counts=tuple(fixed[9 + N_TYPES : 9 + 2 * N_TYPES]),
+        last_cart_ts=fixed[9],
+        last_purchase_ts=fixed[10],
+        short_counts=tuple(fixed[11 : 11 + N_TYPES]),
+        long_counts=tuple(fixed[11 + N_TYPES : 11 + 2 * N_TYPES]),
         weights=weights,
         items=items,
-        cart=hash_lists[0],
-        session_categories=hash_lists[1],
+        cart=tuple(cart),
+        session_categories=session_categories,
     )

@@ -19,6 +19,7 @@ import numpy as np
 from streams.features.embeddings import EMBEDDING_DIM, CategoryEmbeddings
 from streams.features.profile import (
     CART_MAX,
+    CART_TTL_S,
     EVENT_TYPES,
     INTEREST_HALF_LIFE_S,
     INTEREST_WEIGHTS,
@@ -52,15 +53,15 @@ _SCALARS: tuple[str, ...] = (
     "session_duration_log",
     "recency_log",  # log1p seconds since the user's previous event
     "first_event",
-    "events_total_log",
+    "cart_age_log",  # log1p seconds since the user's last add_to_cart (capped)
+    "purchase_age_log",  # log1p seconds since the user's last purchase (capped)
     *(f"count_short_{t}_log" for t in EVENT_TYPES),
     *(f"count_long_{t}_log" for t in EVENT_TYPES),
     "price_log",
     "price_missing",
     "price_rel_log",  # log1p(price) - log1p(user's decayed mean price); 0 if unknown
     "item_interactions_log",  # decayed interactions with the current item
-    "item_in_cart",
-    "cart_size",
+    "item_in_cart",  # the current item was carted in the last day and not removed or bought
     "hour_sin",  # hour of day, UTC
     "hour_cos",
     *(f"type_{t}" for t in EVENT_TYPES),
@@ -111,6 +112,7 @@ FEATURE_SPEC = FeatureSpec(
     dtype="float32",
     params=(
         ("cart_max", CART_MAX),
+        ("cart_ttl_s", CART_TTL_S),
         ("embedding_dim", EMBEDDING_DIM),
         ("event_types", EVENT_TYPES),
         ("interest_half_life_s", INTEREST_HALF_LIFE_S),
@@ -146,12 +148,13 @@ def feature_matrix(
     cur_w = np.zeros(n)
     n_cats = np.zeros(n)
     s_events, s_carts, s_cats, s_dur = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    gap, n_events = np.zeros(n), np.zeros(n)
+    gap, clock = np.zeros(n), np.zeros(n)
+    last_cart, last_purchase = np.zeros(n), np.zeros(n)
     short = np.zeros((n, N_TYPES))
     long_ = np.zeros((n, N_TYPES))
     price = np.full(n, np.nan)
     mean_price = np.full(n, np.nan)
-    item_w, in_cart, cart_size = np.zeros(n), np.zeros(n), np.zeros(n)
+    item_w, in_cart = np.zeros(n), np.zeros(n)
     ts, etype = np.zeros(n), np.zeros(n, dtype=np.intp)
     for i, (p, e) in enumerate(rows):
         weights = p.weights
@@ -168,7 +171,8 @@ def feature_matrix(
             cur_w[i] = weights.get(cat, 0.0)
         s_events[i], s_carts[i] = p.session_events, p.session_carts
         s_cats[i], s_dur[i] = len(p.session_categories), p.session_last - p.session_start
-        gap[i], n_events[i] = p.last_gap_s, p.n_events
+        gap[i], clock[i] = p.last_gap_s, p.clock
+        last_cart[i], last_purchase[i] = p.last_cart_ts, p.last_purchase_ts
         short[i], long_[i] = p.short_counts, p.long_counts
         if e.price is not None:
             price[i] = e.price
@@ -177,8 +181,7 @@ def feature_matrix(
         if e.item_id is not None:
             item = stable_hash(e.item_id)
             item_w[i] = p.items.get(item, 0.0)
-            in_cart[i] = item in p.cart
-        cart_size[i] = len(p.cart)
+            in_cart[i] = any(entry[0] == item for entry in p.cart)
         ts[i], etype[i] = e.ts, type_index(e.event_type)
 
     # Interest embedding: weighted mean of category vectors. np.add.at accumulates in index
@@ -222,7 +225,9 @@ def feature_matrix(
         np.where(first, RECENCY_CAP_S, np.minimum(gap, RECENCY_CAP_S))
     )
     out[:, col["first_event"]] = first
-    out[:, col["events_total_log"]] = np.log1p(n_events)
+    for name, last in (("cart_age_log", last_cart), ("purchase_age_log", last_purchase)):
+        age = np.where(last < 0, RECENCY_CAP_S, np.clip(clock - last, 0.0, RECENCY_CAP_S))
+        out[:, col[name]] = np.log1p(age)
     c0 = col[f"count_short_{EVENT_TYPES[0]}_log"]
     out[:, c0 : c0 + N_TYPES] = np.log1p(short)
     c0 = col[f"count_long_{EVENT_TYPES[0]}_log"]
@@ -237,7 +242,6 @@ def feature_matrix(
     )
     out[:, col["item_interactions_log"]] = np.log1p(item_w)
     out[:, col["item_in_cart"]] = in_cart
-    out[:, col["cart_size"]] = cart_size
     angle = (ts % 86400.0) * (2.0 * math.pi / 86400.0)
     out[:, col["hour_sin"]] = np.sin(angle)
     out[:, col["hour_cos"]] = np.cos(angle)

@@ -36,7 +36,8 @@ from streams.features import (
     top_categories,
     update,
 )
-from streams.features.profile import INTEREST_WEIGHTS, TYPE_INDEX
+from streams.features.profile import CART_TTL_S, INTEREST_WEIGHTS, TYPE_INDEX
+from streams.features.vector import RECENCY_CAP_S
 from tests.model_fixtures import T0, Ev, ev
 
 HL = INTEREST_HALF_LIFE_S
@@ -208,6 +209,31 @@ def test_cart_tracks_added_items_until_removed_or_bought() -> None:
     assert len(p.cart) == 1
     p = update(p, ev("purchase", T0 + 3, item="b"))
     assert p.cart == ()
+
+
+def test_cart_entries_expire_after_a_day() -> None:
+    p = run([ev("add_to_cart", T0, item="old"), ev("add_to_cart", T0 + 3600, item="new")])
+    assert len(p.cart) == 2
+    p = update(p, ev("view", T0 + CART_TTL_S + 1, item="x"))
+    assert [added for _, added in p.cart] == [T0 + 3600]
+    late = update(p, ev("add_to_cart", T0, item="ancient"))  # late and already expired
+    assert late.cart == p.cart
+
+
+def test_cart_and_purchase_ages() -> None:
+    emb = CategoryEmbeddings.empty()
+    events = [ev("add_to_cart", T0), ev("purchase", T0 + 100), ev("view", T0 + 400)]
+    p = run(events)
+    x = feature_vector(p, events[-1], emb)
+    assert x[COL["cart_age_log"]] == pytest.approx(math.log1p(400), rel=1e-6)
+    assert x[COL["purchase_age_log"]] == pytest.approx(math.log1p(300), rel=1e-6)
+    fresh = update(None, events[-1])
+    y = feature_vector(fresh, events[-1], emb)
+    assert (
+        y[COL["cart_age_log"]]
+        == y[COL["purchase_age_log"]]
+        == pytest.approx(math.log1p(RECENCY_CAP_S), rel=1e-6)
+    )
 
 
 # --- encoding ----------------------------------------------------------------------------
