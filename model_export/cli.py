@@ -59,7 +59,7 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
 @click.option(
     "--horizon", type=Duration(), default="1h", show_default=True, help="Label horizon H."
 )
-@click.option("--epochs", type=click.IntRange(1, 1000), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--split",
@@ -69,6 +69,9 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
     help="Quantile of snapshot times where validation starts.",
 )
 @click.option("--batch-size", type=click.IntRange(8, 65536), default=256, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(1e-6, 1.0), default=3e-4, show_default=True)
+@click.option("--l2", type=click.FloatRange(0.0, 10.0), default=1e-2, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=0.3, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(
     "--link",
@@ -85,13 +88,16 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
     seed: int,
     split: float,
     batch_size: int,
+    learning_rate: float,
+    l2: float,
+    dropout: float,
     threads: int,
     link: Path | None,
     quiet: bool,
 ) -> None:
     """Train, export and verify a model bundle from an event log."""
     # TensorFlow loads here, only for this command.
-    from model_export.train import TrainConfig, train_bundle  # noqa: PLC0415
+    from model_export.train import TrainConfig, train_bundle
 
     result = train_bundle(
         TrainConfig(
@@ -103,6 +109,9 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
             seed=seed,
             split=split,
             batch_size=batch_size,
+            learning_rate=learning_rate,
+            l2=l2,
+            dropout=dropout,
             threads=threads,
             verbose=0 if quiet else 2,
             link=link,
