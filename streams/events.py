@@ -103,7 +103,7 @@ class ClickEvent(BaseModel):
     item_id: Id | None = None
     category_id: Id | None = None
     price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    quantity: Annotated[int, BeforeValidator(_integral_float), Field(ge=1, le=10_000)] | None = None
+    quantity: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral_float)] | None = None
     occurred_at: Rfc3339Datetime
 
     @model_validator(mode="after")
@@ -129,9 +129,9 @@ class ClickEvent(BaseModel):
 
 
 class TopCategory(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    category_id: str
+    category_id: Annotated[str, Field(min_length=1)]
     weight: Annotated[float, Field(ge=0, le=1)]
 
 
@@ -148,7 +148,7 @@ class PurchaseScore(BaseModel):
     purchase_probability: Annotated[float, Field(ge=0, le=1)]
     model_version: Annotated[str, Field(min_length=1)]
     feature_version: Annotated[str, Field(min_length=1)]
-    top_categories: list[TopCategory]
+    top_categories: Annotated[list[TopCategory], Field(max_length=50)]
 
 
 class DeadLetter(BaseModel):
