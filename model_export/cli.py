@@ -55,7 +55,12 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
 @click.command("train")
 @click.option("--events", type=click.Path(path_type=Path), required=True, help="Event log JSONL.")
 @click.option("--truth", type=click.Path(path_type=Path), help="Simulator intent sidecar JSONL.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle directory.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Bundle directory; may contain {model_version}, e.g. models/bundles/{model_version}.",
+)
 @click.option(
     "--horizon", type=Duration(), default="1h", show_default=True, help="Label horizon H."
 )
@@ -68,9 +73,9 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
     show_default=True,
     help="Quantile of snapshot times where validation starts.",
 )
-@click.option("--batch-size", type=click.IntRange(8, 65536), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(8, 65536), default=512, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(1e-6, 1.0), default=3e-4, show_default=True)
-@click.option("--l2", type=click.FloatRange(0.0, 10.0), default=1e-2, show_default=True)
+@click.option("--l2", type=click.FloatRange(0.0, 10.0), default=3e-3, show_default=True)
 @click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=0.3, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(

@@ -60,14 +60,16 @@ class TrainConfig:
     epochs: int = 50
     seed: int = 0
     split: float = 0.7
-    batch_size: int = 256
+    batch_size: int = 512
     patience: int = 4
     learning_rate: float = 3e-4
-    l2: float = 1e-2  # kernel L2 penalty of both Dense layers
+    l2: float = 3e-3  # kernel L2 penalty of both Dense layers
     dropout: float = 0.3  # after the hidden layer (identity at inference and in the export)
     threads: int = 2
     verbose: int = 2  # Keras: 0 silent, 1 progress bar, 2 one line per epoch
     link: Path | None = None  # also point this symlink (e.g. models/current) at the bundle
+    # ``out`` may contain "{model_version}", filled in once the model is exported, for example
+    # models/bundles/{model_version}.
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         report.write_report(staged, metadata, val.y, scores)
         metadata["timings"]["total_seconds"] = round(time.perf_counter() - t_start, 3)
         bundle.write_json(staged / METADATA_FILE, metadata)
-        out = bundle.publish(staged, cfg.out)
+        out = bundle.publish(staged, Path(str(cfg.out).replace("{model_version}", model_version)))
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

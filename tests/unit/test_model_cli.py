@@ -86,6 +86,19 @@ def test_train_then_evaluate_on_another_log(tmp_path: Path) -> None:
     assert json.loads((out / "metadata.json").read_text())["training"]["seed"] == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["b1"]
 
+    # A versioned directory, with the link switched to it.
+    result = runner.invoke(
+        main,
+        [
+            "train", "--events", str(train_log), "--epochs", "1", "--quiet",
+            "--out", str(out.parent / "{model_version}"), "--link", str(link),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    version = json.loads((link / "metadata.json").read_text())["model_version"]
+    assert link.resolve() == (out.parent / version).resolve()
+    assert os.readlink(link) == os.path.join("bundles", version)
+
 
 def test_evaluate_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     runner = CliRunner()
