@@ -7,6 +7,7 @@ and whether its probabilities mean what they say.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 
 from model_export import metrics
 
+MIN_BIN_ROWS = 30  # reliability points from fewer rows are noise, not miscalibration
 ROC_PNG = "roc.png"
 CALIBRATION_PNG = "calibration.png"
 _COLORS = {
@@ -49,24 +51,41 @@ def plot_calibration(
     y: np.ndarray, scores: Mapping[str, np.ndarray], path: Path, title: str
 ) -> None:
     """Reliability diagram (observed frequency against mean prediction per bin) over a
-    histogram of the predictions, on a log scale so the rare high scores stay visible."""
+    histogram of the predictions, on a log scale so the rare high scores stay visible.
+
+    Bins with fewer than MIN_BIN_ROWS rows are not drawn, and both axes zoom to the populated
+    range (purchase probabilities within an hour are mostly small)."""
     fig = Figure(figsize=(6, 7.5), dpi=110)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ":", color="black", lw=1, label="perfectly calibrated")
+    upper = 0.0
     for name, p in scores.items():
         if name == "oracle":
             continue
         rel = metrics.reliability(y, p)
         mp, obs = np.asarray(rel["mean_predicted"]), np.asarray(rel["observed"])
-        ok = ~np.isnan(mp)
+        ok = np.asarray(rel["count"]) >= MIN_BIN_ROWS
         ece = metrics.ece(y, p)
         ax.plot(mp[ok], obs[ok], "o-", color=_COLORS.get(name), label=f"{name} (ECE {ece:.3f})")
-        hist.hist(p, bins=30, range=(0, 1), histtype="step", color=_COLORS.get(name), lw=1.5)
-    ax.set(ylabel="observed purchase rate", xlim=(0, 1), ylim=(0, 1))
+        hist.hist(p, bins=40, range=(0, 1), histtype="step", color=_COLORS.get(name), lw=1.5)
+        if ok.any():
+            upper = max(upper, float(np.max(mp[ok])), float(np.max(obs[ok])))
+    top = min(1.0, max(0.2, math.ceil(upper * 1.15 * 10) / 10))
+    ax.set(ylabel="observed purchase rate", xlim=(0, top), ylim=(0, top))
+    ax.text(
+        0.98,
+        0.02,
+        f"15 equal-width bins; bins under {MIN_BIN_ROWS} rows hidden",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="dimgray",
+    )
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    hist.set(xlabel="predicted probability", ylabel="rows", yscale="log")
+    hist.set(xlabel="predicted probability", ylabel="rows", yscale="log", xlim=(0, top))
     hist.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
