@@ -50,7 +50,7 @@ INTEREST_WEIGHTS: dict[str, float] = {
     "purchase": 2.0,
 }
 
-PROFILE_FORMAT_VERSION = 1
+PROFILE_FORMAT_VERSION = 2  # 2: cart entries carry their time; last cart and purchase times
 _MAGIC = b"ip"
 
 

@@ -111,7 +111,7 @@ def test_evaluate_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
 
 
 @pytest.mark.train
-def test_evaluate_needs_no_tensorflow_and_train_reports_bad_logs(
+def test_train_reports_bad_logs_and_evaluate_reads_a_trained_bundle(
     tiny_bundle: TinyBundle, tmp_path: Path
 ) -> None:
     runner = CliRunner()

@@ -43,7 +43,7 @@ def bundle(tmp_path: Path) -> Path:
 
 
 @pytest.mark.train
-def test_a_trained_bundle_scores_where_tensorflow_cannot_be_imported(
+def test_a_trained_bundle_scores_and_evaluates_where_tensorflow_cannot_be_imported(
     tiny_bundle: TinyBundle,
 ) -> None:
     code = BLOCK_TF + textwrap.dedent(
@@ -62,7 +62,15 @@ def test_a_trained_bundle_scores_where_tensorflow_cannot_be_imported(
         events, X = replay_features(read_events({str(tiny_bundle.events)!r}).events,
                                     bundle.embeddings)
         probs = bundle.predict(X[:500])
+
+        from click.testing import CliRunner
+        from streams.cli import main
+
+        cli = CliRunner().invoke(main, ["evaluate", "--model", {str(tiny_bundle.path)!r},
+                                        "--events", {str(tiny_bundle.events)!r}])
         print(json.dumps({{
+            "evaluate_exit": cli.exit_code,
+            "evaluate_output": cli.output,
             "version": bundle.model_version,
             "probs": probs.tolist(),
             "tf_loaded": any(m.split(".")[0] in {{"tensorflow", "keras", "tf2onnx"}}
@@ -81,6 +89,8 @@ def test_a_trained_bundle_scores_where_tensorflow_cannot_be_imported(
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["tf_loaded"] is False
+    assert out["evaluate_exit"] == 0, out["evaluate_output"]
+    assert "logistic_regression" in out["evaluate_output"]
     probs = np.asarray(out["probs"])
     assert probs.shape == (500,)
     assert np.all((probs >= 0) & (probs <= 1)) and probs.std() > 0
