@@ -50,3 +50,9 @@ kafka-stop: setup ## Stop the local Kafka broker
 .PHONY: clean
 clean: ## Remove caches and local state (not the venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var build
+
+DEMO_SECONDS ?= 0
+DEMO_DATA ?= sim
+.PHONY: demo
+demo: setup ## Broker, model, worker, live shoppers and scores (DEMO_SECONDS=60, DEMO_DATA=taobao)
+	$(VENV)/bin/intentflow demo --seconds $(DEMO_SECONDS) --data $(DEMO_DATA)

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("model_export.cli:evaluate_command", "Evaluate a bundle on an event log."),
     "worker": ("streams.worker:worker_command", "Run the scoring worker (Faust)."),
     "scores": ("streams.tail:scores_command", "Tail the scores topic."),
+    "demo": ("streams.demo:demo_command", "Run the whole pipeline locally with live traffic."),
 }
 
 
