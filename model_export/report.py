@@ -167,6 +167,11 @@ def write_report(
         f"- Category embeddings: {metadata['embeddings']['categories']} categories, "
         f"{metadata['embeddings']['method']}, from train-period events only",
         f"- Class imbalance: {training['class_weighting']}",
+        f"- Model: Normalization -> Dense(64, relu, L2 {training['l2']:g}) -> dropout "
+        f"{training['dropout']:g} -> Dense(1, sigmoid); Adam {training['learning_rate']:g}, "
+        f"batch {training['batch_size']}, best epoch {training['best_epoch']} of "
+        f"{training['epochs_run']} run (early stopping on held-out train tail, seed "
+        f"{training['seed']})",
         "",
         "## Export",
         "",
