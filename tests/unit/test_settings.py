@@ -1,0 +1,87 @@
+"""The settings object: defaults, validation messages, secrets, and Faust isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.settings import ScoringPolicy, Settings, load_settings
+
+
+def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("INTENTFLOW_"):
+            monkeypatch.delenv(name)
+    s = load_settings()
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert (s.topic_events, s.topic_scores, s.topic_dlq) == (
+        "clickstream.v1",
+        "purchase-scores.v1",
+        "clickstream.dlq",
+    )
+    assert str(s.model_path) == "models/current"
+    assert s.scoring_policy is ScoringPolicy.EVERY_EVENT
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTENTFLOW_KAFKA_BOOTSTRAP", "a:1, b:2")
+    monkeypatch.setenv("INTENTFLOW_SCORING_POLICY", "throttled")
+    s = load_settings()
+    assert s.bootstrap_servers == ["a:1", "b:2"]
+    assert s.scoring_policy is ScoringPolicy.THROTTLED
+
+
+def test_every_bad_setting_is_named_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTENTFLOW_KAFKA_BOOTSTRAP", "no-port")
+    monkeypatch.setenv("INTENTFLOW_BATCH_MAX", "0")
+    monkeypatch.setenv("INTENTFLOW_SCORING_POLICY", "sometimes")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    for name in ("INTENTFLOW_KAFKA_BOOTSTRAP", "INTENTFLOW_BATCH_MAX", "INTENTFLOW_SCORING_POLICY"):
+        assert name in text
+    assert "'no-port' is not host:port" in text
+
+
+def test_sasl_needs_credentials_and_keeps_the_password_secret() -> None:
+    with pytest.raises(ConfigError, match="INTENTFLOW_KAFKA_SASL_MECHANISM"):
+        load_settings(kafka_security_protocol="SASL_SSL")
+    s = load_settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="hunter2",
+    )
+    assert "hunter2" not in repr(s)
+    assert s.kafka_python_options()["sasl_plain_password"] == "hunter2"
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.batch_max = 5  # type: ignore[misc]
+
+
+def test_faust_ignores_its_own_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """BROKER_URL and friends must not silently override the settings object."""
+    from streams.app import create_app
+    from streams.metrics import Metrics
+    from streams.model_server import ModelServer
+
+    monkeypatch.setenv("BROKER_URL", "kafka://evil:9999")
+    monkeypatch.setenv("WEB_PORT", "1")
+    monkeypatch.setenv("APP_DATADIR", "/nonexistent")
+    settings = load_settings(kafka_bootstrap="127.0.0.1:9555", web_port=7001, data_dir=tmp_path)
+    metrics = Metrics()
+    worker = create_app(
+        settings, models=ModelServer(settings.model_path, threads=1, metrics=metrics),
+        metrics=metrics,
+    )  # fmt: skip
+    conf = worker.app.conf
+    assert [str(u) for u in conf.broker] == ["kafka://127.0.0.1:9555"]
+    assert conf.web_port == 7001
+    assert str(conf.datadir).startswith(str(tmp_path))
+    assert conf.topic_partitions == settings.partitions
+    worker.executor.shutdown()
