@@ -116,7 +116,7 @@ def _row(user: str, n: int) -> Row:
                 "item_id": "i",
                 "category_id": "c",
                 "occurred_at": "2025-01-06T10:00:00Z",
-            }  # fmt: skip
+            }
         )
     )
     assert isinstance(event, ClickEvent)
