@@ -9,6 +9,7 @@ dead letter has been delivered and the profiles written: delivery is at-least-on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -40,11 +41,22 @@ def register(w: Worker) -> None:
     @app.agent(w.events_topic, name="track_interest", concurrency=1)
     async def track_interest(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_window_seconds):
-            await handle_batch(w, stream, events, throttled=throttled)
+            try:
+                await handle_batch(w, stream, events, throttled=throttled)
+            except Exception:
+                # Nothing of this batch is acked. The supervisor crashes the worker, and the
+                # restarted one replays from the last commit: at-least-once, never a skip.
+                w.metrics.errors.labels("batch").inc()
+                log.exception("batch of %d events failed; stopping the worker", len(events))
+                raise
 
     @app.timer(settings.model_poll_seconds)
     async def reload_model() -> None:
-        await asyncio.get_running_loop().run_in_executor(w.executor, w.models.poll)
+        try:
+            await asyncio.get_running_loop().run_in_executor(w.executor, w.models.poll)
+        except Exception:  # the serving model stays; the next poll tries again
+            w.metrics.errors.labels("model_reload").inc()
+            log.exception("model poll failed")
 
     if throttled:
 
@@ -56,7 +68,11 @@ def register(w: Worker) -> None:
 
     @app.timer(5.0)
     async def observe() -> None:
-        observe_state(w)
+        try:
+            observe_state(w)
+        except Exception:
+            w.metrics.errors.labels("observe").inc()
+            log.exception("sampling gauges failed")
 
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
@@ -68,13 +84,30 @@ def register(w: Worker) -> None:
         return web.json(checks, status=200 if all(checks.values()) else 503)
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(app_: Any, assigned: Any = None, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         w.assigned_once = True
+        # Faust seeks every partition to its committed offset after a rebalance: the next
+        # event of each partition sets where it continues.
+        w.next_offsets.clear()
+        w.rewinds.clear()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A partition that moved to another worker is that worker's to report.
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        for tp in revoked:
+            if tp.topic == settings.topic_events:
+                w.processed_offsets.pop(tp.partition, None)
+                with contextlib.suppress(KeyError):  # never reported
+                    w.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
 
 async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttled: bool) -> None:
     """One micro-batch: decode, update profiles, score, publish, write profiles."""
     now = time.time()
+    events = await in_offset_order(w, events)
+    if not events:
+        return
     records = [
         Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, now)
         for e in events
@@ -93,7 +126,8 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
         pending.append(await w.dlq_topic.send(key=record.key, value=encode_dead_letter(letter)))
         metrics.events_consumed.labels(letter.error_class.value).inc()
         metrics.dlq_writes.labels(letter.error_class.value).inc()
-    metrics.events_consumed.labels("valid").inc(len(outcome.rows) + outcome.replayed)
+    metrics.events_consumed.labels("valid").inc(len(outcome.rows))
+    metrics.events_consumed.labels("replayed").inc(outcome.replayed)
     rows = w.throttle.admit(outcome.rows, now) if throttled else outcome.rows
     if rows:
         pending.extend(await publish_scores(w, rows))
@@ -109,6 +143,68 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
     metrics.last_event_processed.set(now)
     if outcome.replayed:
         log.info("skipped %d events already applied before a restart", outcome.replayed)
+
+
+async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
+    """The events that continue each partition exactly where this worker left it.
+
+    Faust can hand a stream events out of order around a rebalance: events prefetched before
+    it, or a prefetched event far ahead of the offset it has just seeked back to (see
+    faust-streaming issues 216 and 221). Applying such an event would move the replay guard
+    past the events in between, and Faust would acknowledge the skipped range as a "gap".
+    So: an event from an older consumer generation, or one beyond the next expected offset
+    of its partition, is not applied and not acknowledged; the partition is rewound to the
+    expected offset and its events come again, in order. (A gap that persists after three
+    rewinds is real, e.g. transaction markers, and is accepted.)
+    """
+    generation = w.app.consumer_generation_id
+    kept: list[Any] = []
+    held: set[int] = set()  # partitions rewound in this batch: drop the rest of them
+    rewinds: dict[Any, int] = {}
+    for event in events:
+        message = event.message
+        partition = message.partition
+        expected = w.next_offsets.get(partition)
+        stale = message.generation_id != generation
+        ahead = expected is not None and message.offset > expected
+        if ahead and expected is not None and not stale and partition not in held:
+            tries = w.rewinds.get((partition, expected), 0)
+            if tries >= 3:
+                log.warning(
+                    "partition %d: offsets %d..%d never arrived after %d rewinds; "
+                    "treating them as a real gap",
+                    partition,
+                    expected,
+                    message.offset - 1,
+                    tries,
+                )
+                ahead = False
+            else:
+                w.rewinds[(partition, expected)] = tries + 1
+                rewinds[message.tp] = expected
+                held.add(partition)
+        if stale or ahead or partition in held:
+            _unacknowledge(w, message)
+            continue
+        w.next_offsets[partition] = message.offset + 1
+        kept.append(event)
+    for tp, offset in rewinds.items():
+        log.warning(
+            "partition %d: events arrived ahead of offset %d; rewinding", tp.partition, offset
+        )
+        w.metrics.offset_rewinds.inc()
+        await w.app.consumer.seek(tp, offset)
+    if len(kept) != len(events):
+        log.info("held back %d events for in-order redelivery", len(events) - len(kept))
+    return kept
+
+
+def _unacknowledge(w: Worker, message: Any) -> None:
+    """Keep a held-back message out of Faust's acknowledgements: take_events acks every event
+    it yielded, and a counted ack would let the committed offset pass the held-back range."""
+    message.acked = True  # Consumer.ack() records nothing for an already-acked message
+    consumer: Any = w.app.consumer
+    consumer._unacked_messages.discard(message)  # nor waits for it at a rebalance
 
 
 async def publish_scores(w: Worker, rows: Sequence[Row]) -> list[Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.transport.consumer import Consumer as FaustConsumer
+from mode import CrashingSupervisor
 
 from streams.metrics import Metrics
 from streams.model_server import ModelServer
@@ -20,6 +22,16 @@ from streams.pipeline import Throttle
 from streams.settings import SecurityProtocol, Settings
 
 PROFILE_TABLE = "user_profile"
+
+
+async def _never_ack_a_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Faust marks a jump in a partition's offsets as acknowledged (meant for compacted and
+    transactional topics). The input topic is neither, so a jump is a prefetch/seek artifact
+    around a rebalance, and acknowledging it commits offsets nobody processed. The agent
+    rewinds such partitions instead (``streams.agents.in_offset_order``)."""
+
+
+FaustConsumer._add_gap = _never_ack_a_gap  # type: ignore[method-assign]
 
 
 def changelog_topic_name(settings: Settings) -> str:
@@ -70,6 +82,9 @@ class Worker:
     executor: ThreadPoolExecutor
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)
+    # partition -> next input offset to apply; (partition, offset) -> rewinds to it so far
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    rewinds: dict[tuple[int, int], int] = field(default_factory=dict)
     assigned_once: bool = False
 
 
@@ -117,6 +132,9 @@ def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> 
         worker_redirect_stdouts=False,
         autodiscover=False,
         origin="streams",
+        # A crashed agent stops the worker instead of restarting in place, so the events of
+        # the failed batch (never acked) are consumed again after the restart.
+        agent_supervisor=CrashingSupervisor,
     )
     retention = {"retention.ms": str(settings.topic_retention_hours * 3_600_000)}
     events_topic = app.topic(

@@ -1,8 +1,11 @@
 """Every Prometheus metric intentflow exposes, in one place.
 
 Names follow ``intentflow_<noun>_<unit>``; labels are low-cardinality (never a user id). Each
-worker has its own ``CollectorRegistry`` (Faust's own sensors are registered on the same one
-under the ``faust_`` prefix), so tests and several workers in one process never collide.
+worker has its own ``CollectorRegistry``, so tests and several workers in one process never
+collide. Faust's own sensors are registered on the same registry with the fixed prefix
+``intentflow_`` (not the app id, so dashboards survive a change of INTENTFLOW_APP_ID).
+Labelled counters are created at zero for every known label value, so ``increase()`` sees
+the first occurrence too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.events import ErrorClass
 
 # Milliseconds to a minute: event-to-score latency spans both in-process and backlog cases.
 LATENCY_BUCKETS = (
@@ -22,20 +27,26 @@ INFERENCE_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
-MODEL_RELOAD_OUTCOMES = ("loaded", "unchanged", "missing", "corrupt", "spec_mismatch")
+MODEL_RELOAD_OUTCOMES = ("loaded", "missing", "corrupt", "spec_mismatch")
+# "valid", "replayed" (applied before a restart, skipped) or a reject class.
+EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
+ERROR_STAGES = ("batch", "model_reload", "observe")
 
 
 @dataclass
 class Metrics:
     """The worker's metrics, bound to one registry."""
 
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
 
     def __post_init__(self) -> None:
         r = self.registry
         self.events_consumed = Counter(
             "intentflow_events_consumed_total",
-            "Clickstream events consumed, by outcome (valid, or the reject class).",
+            "Clickstream events consumed, by outcome: valid, replayed (already applied before a "
+            "restart; not scored again) or the reject class.",
             ["outcome"], registry=r,
         )  # fmt: skip
         self.dlq_writes = Counter(
@@ -108,11 +119,26 @@ class Metrics:
             "1 when the worker has a model and its partitions are assigned and recovered.",
             registry=r,
         )
+        self.offset_rewinds = Counter(
+            "intentflow_offset_rewinds_total",
+            "Times a partition was rewound because events arrived ahead of its next offset "
+            "(around rebalances); they are reprocessed in order, never skipped.",
+            registry=r,
+        )
         self.errors = Counter(
             "intentflow_worker_errors_total",
             "Unexpected errors caught in the worker loop, by stage.",
             ["stage"], registry=r,
         )  # fmt: skip
+
+        for outcome in EVENT_OUTCOMES:
+            self.events_consumed.labels(outcome)
+        for error_class in ErrorClass:
+            self.dlq_writes.labels(error_class.value)
+        for outcome in MODEL_RELOAD_OUTCOMES:
+            self.model_reloads.labels(outcome)
+        for stage in ERROR_STAGES:
+            self.errors.labels(stage)
 
     def set_model(self, model_version: str, feature_version: str) -> None:
         """Point model_info at the serving model only (one series with value 1)."""
