@@ -8,6 +8,7 @@ leaves no process behind, and ``start`` returns only when a metadata request suc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -83,7 +84,9 @@ def ensure_jars(jars_dir: Path = DEFAULT_JARS_DIR, *, quiet: bool = True) -> Pat
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and any(jars_dir.glob("kafka_2.13-*.jar")):
         return jars_dir
-    _require("java", "Install a JDK 17 or newer (Debian: `apt-get install openjdk-17-jre-headless`).")
+    _require(
+        "java", "Install a JDK 17 or newer (Debian: `apt-get install openjdk-17-jre-headless`)."
+    )
     mvn = _require("mvn", "Install Maven (Debian: `apt-get install maven`).")
     if jars_dir.exists():
         shutil.rmtree(jars_dir)
@@ -234,9 +237,22 @@ class LocalKafka:
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}"]  # fmt: skip
         if not (data / "meta.properties").exists():
             fmt = subprocess.run(
-                [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", _cluster_id(), "-c", str(config), "--ignore-formatted"],  # fmt: skip
-                capture_output=True, text=True, check=False,
+                [
+                    java,
+                    *jvm,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(config),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if fmt.returncode != 0:
                 raise LocalKafkaError(
@@ -310,10 +326,8 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -329,10 +343,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -101,9 +101,7 @@ class Settings(BaseSettings):
     rocksdb_block_cache_mb: int = Field(
         64, ge=1, le=65_536, description="RocksDB block cache per worker, MiB."
     )
-    top_categories: int = Field(
-        5, ge=0, le=50, description="How many interests each score lists."
-    )
+    top_categories: int = Field(5, ge=0, le=50, description="How many interests each score lists.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("kafka_bootstrap")

@@ -43,9 +43,7 @@ def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.onnx").write_bytes(model.SerializeToString())
     ids = [f"c{i:04d}" for i in range(50)]
-    CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))).save(
-        directory / "embeddings.npz"
-    )
+    CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))).save(directory / "embeddings.npz")
     (directory / "metadata.json").write_text(
         json.dumps(
             {

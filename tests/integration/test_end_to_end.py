@@ -38,9 +38,7 @@ def simulated() -> list[SimRecord]:
 
 
 @pytest.fixture(scope="module")
-def run(
-    simulated: list[SimRecord], kafka_broker, tmp_path_factory: pytest.TempPathFactory
-) -> dict:
+def run(simulated: list[SimRecord], kafka_broker, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Produce everything, run one worker until every valid event is scored, collect outputs."""
     tmp = tmp_path_factory.mktemp("e2e")
     stack = make_stack(kafka_broker.bootstrap, tmp, "e2e" + tmp.name[-6:])
@@ -111,11 +109,11 @@ def test_every_malformed_event_is_in_the_dlq_with_its_reason(
     assert len({r.error_class for r in bad}) >= 8  # every kind of problem was exercised
 
 
-def test_worker_probabilities_equal_the_offline_path(
-    simulated: list[SimRecord], run: dict
-) -> None:
+def test_worker_probabilities_equal_the_offline_path(simulated: list[SimRecord], run: dict) -> None:
     bundle = load_bundle(Path(run["bundle"]))
-    events = [e for r in simulated if r.valid and isinstance(e := decode_event(r.payload), ClickEvent)]
+    events = [
+        e for r in simulated if r.valid and isinstance(e := decode_event(r.payload), ClickEvent)
+    ]
     ordered, features = replay_features(events, bundle.embeddings, sort=False)
     offline = bundle.predict(features)
     published: dict[str, float] = {}

@@ -63,9 +63,7 @@ def make_stack(bootstrap: str, tmp: Path, unique: str, **overrides: str) -> Stac
         "INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS": "10",
         **overrides,
     }
-    settings = load_settings(
-        **{k.removeprefix("INTENTFLOW_").lower(): v for k, v in env.items()}
-    )
+    settings = load_settings(**{k.removeprefix("INTENTFLOW_").lower(): v for k, v in env.items()})
     create_topics(settings)
     return Stack(settings, env, current, bundles, tmp)
 
@@ -91,7 +89,9 @@ def wait_scored(stack: Stack, ids: set[str], timeout: float) -> list[tuple[bytes
         timeout=timeout,
     )
     missing = ids - set(score_ids(records))
-    assert not missing, f"{len(missing)} of {len(ids)} events have no score, e.g. {sorted(missing)[:5]}"
+    assert not missing, (
+        f"{len(missing)} of {len(ids)} events have no score, e.g. {sorted(missing)[:5]}"
+    )
     return records
 
 
@@ -295,7 +295,9 @@ def _run_worker(env: dict[str, str], timeout: float = 60) -> tuple[int, str, flo
 
 def test_unreachable_broker_fails_fast_with_a_clear_message(stack: Stack) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    env = dict(stack.env, INTENTFLOW_KAFKA_BOOTSTRAP=dead, INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS="5")
+    env = dict(
+        stack.env, INTENTFLOW_KAFKA_BOOTSTRAP=dead, INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS="5"
+    )
     code, output, seconds = _run_worker(env)
     assert code != 0
     assert seconds < 30
