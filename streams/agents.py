@@ -89,7 +89,7 @@ def register(w: Worker) -> None:
         # Faust seeks every partition to its committed offset after a rebalance: the next
         # event of each partition sets where it continues.
         w.next_offsets.clear()
-        w.rewinds.clear()
+        w.rewinding.clear()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -149,53 +149,57 @@ async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
     """The events that continue each partition exactly where this worker left it.
 
     Faust can hand a stream events out of order around a rebalance: events prefetched before
-    it, or a prefetched event far ahead of the offset it has just seeked back to (see
+    it, or prefetched events far ahead of the offset it has just seeked back to (see
     faust-streaming issues 216 and 221). Applying such an event would move the replay guard
     past the events in between, and Faust would acknowledge the skipped range as a "gap".
-    So: an event from an older consumer generation, or one beyond the next expected offset
-    of its partition, is not applied and not acknowledged; the partition is rewound to the
-    expected offset and its events come again, in order. (A gap that persists after three
-    rewinds is real, e.g. transaction markers, and is accepted.)
+
+    So an event from an older consumer generation, or one beyond the next expected offset of
+    its partition, is neither applied nor acknowledged: the partition is rewound to the
+    expected offset, and events are held back until that offset arrives. Prefetched events
+    come once; if an offset beyond the target arrives a second time, it is the refetch, the
+    range in between does not exist (e.g. transaction markers), and the gap is accepted.
     """
     generation = w.app.consumer_generation_id
     kept: list[Any] = []
-    held: set[int] = set()  # partitions rewound in this batch: drop the rest of them
-    rewinds: dict[Any, int] = {}
+    held = 0
     for event in events:
         message = event.message
-        partition = message.partition
-        expected = w.next_offsets.get(partition)
-        stale = message.generation_id != generation
-        ahead = expected is not None and message.offset > expected
-        if ahead and expected is not None and not stale and partition not in held:
-            tries = w.rewinds.get((partition, expected), 0)
-            if tries >= 3:
-                log.warning(
-                    "partition %d: offsets %d..%d never arrived after %d rewinds; "
-                    "treating them as a real gap",
-                    partition,
-                    expected,
-                    message.offset - 1,
-                    tries,
-                )
-                ahead = False
-            else:
-                w.rewinds[(partition, expected)] = tries + 1
-                rewinds[message.tp] = expected
-                held.add(partition)
-        if stale or ahead or partition in held:
+        partition, offset = message.partition, message.offset
+        if message.generation_id != generation:
             _unacknowledge(w, message)
+            held += 1
             continue
-        w.next_offsets[partition] = message.offset + 1
+        rewind = w.rewinding.get(partition)
+        if rewind is not None:
+            target, seen = rewind
+            if offset > target and offset not in seen:
+                seen.add(offset)  # a prefetched event: its refetched copy comes later
+                _unacknowledge(w, message)
+                held += 1
+                continue
+            if offset > target:
+                log.warning(
+                    "partition %d: offsets %d..%d do not exist; continuing at %d",
+                    partition, target, offset - 1, offset,
+                )  # fmt: skip
+            del w.rewinding[partition]
+        else:
+            expected = w.next_offsets.get(partition)
+            if expected is not None and offset > expected:
+                log.warning(
+                    "partition %d: event at offset %d arrived before %d; rewinding",
+                    partition, offset, expected,
+                )  # fmt: skip
+                w.rewinding[partition] = (expected, {offset})
+                w.metrics.offset_rewinds.inc()
+                await w.app.consumer.seek(message.tp, expected)
+                _unacknowledge(w, message)
+                held += 1
+                continue
+        w.next_offsets[partition] = offset + 1
         kept.append(event)
-    for tp, offset in rewinds.items():
-        log.warning(
-            "partition %d: events arrived ahead of offset %d; rewinding", tp.partition, offset
-        )
-        w.metrics.offset_rewinds.inc()
-        await w.app.consumer.seek(tp, offset)
-    if len(kept) != len(events):
-        log.info("held back %d events for in-order redelivery", len(events) - len(kept))
+    if held:
+        log.info("held back %d events for in-order redelivery", held)
     return kept
 
 

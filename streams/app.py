@@ -82,9 +82,10 @@ class Worker:
     executor: ThreadPoolExecutor
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)
-    # partition -> next input offset to apply; (partition, offset) -> rewinds to it so far
+    # partition -> next input offset to apply; partition -> (offset rewound to, offsets
+    # held back since): see streams.agents.in_offset_order
     next_offsets: dict[int, int] = field(default_factory=dict)
-    rewinds: dict[tuple[int, int], int] = field(default_factory=dict)
+    rewinding: dict[int, tuple[int, set[int]]] = field(default_factory=dict)
     assigned_once: bool = False
 
 

@@ -37,7 +37,7 @@ class Consumer:
 def worker(generation: int = 1) -> Any:
     consumer = Consumer()
     app = SimpleNamespace(consumer_generation_id=generation, consumer=consumer)
-    return SimpleNamespace(app=app, next_offsets={}, rewinds={}, metrics=Metrics())
+    return SimpleNamespace(app=app, next_offsets={}, rewinding={}, metrics=Metrics())
 
 
 def events(*pairs: tuple[int, int], generation: int = 1) -> list[Any]:
@@ -77,14 +77,25 @@ async def test_events_from_before_a_rebalance_are_held_back() -> None:
     assert all(e.message.acked for e in batch[:2])
 
 
-async def test_a_gap_that_persists_after_three_rewinds_is_accepted() -> None:
+async def test_prefetched_events_are_held_until_the_rewound_offset_arrives() -> None:
     w = worker()
     await in_offset_order(w, events((0, 5)))
-    for _ in range(3):  # e.g. a transaction marker at offset 6 never arrives
-        assert await in_offset_order(w, events((0, 7))) == []
-    assert len(await in_offset_order(w, events((0, 7)))) == 1
-    assert w.next_offsets[0] == 8
-    assert len(w.app.consumer.seeks) == 3
+    assert await in_offset_order(w, events((0, 90), (0, 91))) == []  # rewind to 6
+    assert await in_offset_order(w, events((0, 92), (0, 93))) == []  # more prefetched
+    assert len(w.app.consumer.seeks) == 1  # one seek, however many stale events follow
+    kept = await in_offset_order(w, events((0, 6), (0, 7)))  # the refetch, in order
+    assert [e.message.offset for e in kept] == [6, 7]
+    assert w.rewinding == {}
+
+
+async def test_a_gap_seen_again_after_the_rewind_is_real_and_accepted() -> None:
+    w = worker()
+    await in_offset_order(w, events((0, 5)))
+    assert await in_offset_order(w, events((0, 7))) == []  # 6 is a transaction marker
+    kept = await in_offset_order(w, events((0, 7), (0, 8)))  # refetched: 7 again
+    assert [e.message.offset for e in kept] == [7, 8]
+    assert w.next_offsets[0] == 9
+    assert len(w.app.consumer.seeks) == 1
 
 
 async def test_replays_below_the_next_offset_pass_to_the_replay_guard() -> None:
