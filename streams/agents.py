@@ -44,8 +44,11 @@ def register(w: Worker) -> None:
             try:
                 await handle_batch(w, stream, events, throttled=throttled)
             except Exception:
-                # Nothing of this batch is acked. The supervisor crashes the worker, and the
-                # restarted one replays from the last commit: at-least-once, never a skip.
+                # take_events acks what it yielded even when the loop body fails: take the
+                # batch back out, so the commit stops before it. The supervisor then stops the
+                # worker, and the restarted one replays from that commit.
+                for event in events:
+                    _unacknowledge(w, event.message)
                 w.metrics.errors.labels("batch").inc()
                 log.exception("batch of %d events failed; stopping the worker", len(events))
                 raise
