@@ -159,8 +159,9 @@ async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
     So an event from an older consumer generation, or one beyond the next expected offset of
     its partition, is neither applied nor acknowledged: the partition is rewound to the
     expected offset, and events are held back until that offset arrives. Prefetched events
-    come once; if an offset beyond the target arrives a second time, it is the refetch, the
-    range in between does not exist (e.g. transaction markers), and the gap is accepted.
+    are one message each; if an offset beyond the target arrives again as another message, it
+    is the refetch, the range in between does not exist (e.g. transaction markers), and the
+    gap is accepted.
     """
     generation = w.app.consumer_generation_id
     kept: list[Any] = []
@@ -175,8 +176,9 @@ async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
         rewind = w.rewinding.get(partition)
         if rewind is not None:
             target, seen = rewind
-            if offset > target and offset not in seen:
-                seen.add(offset)  # a prefetched event: its refetched copy comes later
+            if offset > target and seen.setdefault(offset, message) is message:
+                # A prefetched event (Faust may hand the same one over twice): its refetched
+                # copy, a new message, comes after the rewind.
                 _unacknowledge(w, message)
                 held += 1
                 continue
@@ -193,7 +195,7 @@ async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
                     "partition %d: event at offset %d arrived before %d; rewinding",
                     partition, offset, expected,
                 )  # fmt: skip
-                w.rewinding[partition] = (expected, {offset})
+                w.rewinding[partition] = (expected, {offset: message})
                 w.metrics.offset_rewinds.inc()
                 await w.app.consumer.seek(message.tp, expected)
                 _unacknowledge(w, message)

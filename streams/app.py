@@ -85,7 +85,7 @@ class Worker:
     # partition -> next input offset to apply; partition -> (offset rewound to, offsets
     # held back since): see streams.agents.in_offset_order
     next_offsets: dict[int, int] = field(default_factory=dict)
-    rewinding: dict[int, tuple[int, set[int]]] = field(default_factory=dict)
+    rewinding: dict[int, tuple[int, dict[int, Any]]] = field(default_factory=dict)
     assigned_once: bool = False
 
 

@@ -80,8 +80,10 @@ async def test_events_from_before_a_rebalance_are_held_back() -> None:
 async def test_prefetched_events_are_held_until_the_rewound_offset_arrives() -> None:
     w = worker()
     await in_offset_order(w, events((0, 5)))
-    assert await in_offset_order(w, events((0, 90), (0, 91))) == []  # rewind to 6
+    stale = events((0, 90), (0, 91))
+    assert await in_offset_order(w, stale) == []  # rewind to 6
     assert await in_offset_order(w, events((0, 92), (0, 93))) == []  # more prefetched
+    assert await in_offset_order(w, stale[1:]) == []  # the same prefetched event again
     assert len(w.app.consumer.seeks) == 1  # one seek, however many stale events follow
     kept = await in_offset_order(w, events((0, 6), (0, 7)))  # the refetch, in order
     assert [e.message.offset for e in kept] == [6, 7]
