@@ -244,8 +244,8 @@ class LocalKafka:
                     classpath,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    _cluster_id(),
+                    # "=" form: a random id may start with "-", which argparse takes for a flag
+                    f"--cluster-id={_cluster_id()}",
                     "-c",
                     str(config),
                     "--ignore-formatted",
