@@ -47,6 +47,11 @@ kafka-start: setup ## Start the local Kafka broker
 kafka-stop: setup ## Stop the local Kafka broker
 	$(VENV)/bin/intentflow kafka stop
 
+.PHONY: bench
+bench: setup ## Benchmarks on their own Kafka broker (BENCH_EVENTS, BENCH_REPEATS): bench/results/
+	@test -x $(VENV)/bin/py-spy || $(PIP) install --quiet py-spy
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.run
+
 .PHONY: clean
 clean: ## Remove caches and local state (not the venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var build

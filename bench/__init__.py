@@ -1,0 +1,1 @@
+"""intentflow benchmarks (not tests): ``make bench`` or ``python -m bench.run``."""

@@ -1,0 +1,71 @@
+"""Benchmark knobs, read once from ``BENCH_*`` environment variables (defaults: the issue's)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECTIONS = ("drain", "latency", "scoring", "simulator", "state")
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _list(name: str, default: str) -> list[str]:
+    return [s.strip() for s in os.environ.get(name, default).split(",") if s.strip()]
+
+
+@dataclass(frozen=True)
+class Config:
+    events: int = 200_000  # BENCH_EVENTS: preloaded events for the drain
+    users: int = 50_000  # BENCH_USERS: simulated shoppers
+    repeats: int = 3  # BENCH_REPEATS: timed drains per system
+    batch_max: int = 256  # BENCH_BATCH_MAX: batch size of every system (the worker's default)
+    latency_seconds: float = 20.0  # BENCH_LATENCY_SECONDS: per offered rate
+    latency_fixed_rate: float = 1000.0  # BENCH_LATENCY_RATE
+    latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # of the worker's drain rate
+    scales: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # BENCH_SCALES
+    scale_events: int = 20_000  # BENCH_SCALE_EVENTS: burst drained at each scale
+    recovery_users: int = 200_000  # BENCH_RECOVERY_USERS
+    history_users: int = 1_000  # BENCH_HISTORY_USERS: long histories for profile sizes
+    history_days: float = 2.0  # BENCH_HISTORY_DAYS
+    simulator_events: int = 50_000  # BENCH_SIMULATOR_EVENTS: per run (bench_simulator)
+    profile_seconds: float = 15.0  # BENCH_PROFILE_SECONDS: py-spy on a worker drain (0: off)
+    quix_per_message: bool = False  # BENCH_QUIX_PER_MESSAGE=1: also time per-message Quix
+    budget_seconds: float = 870.0  # BENCH_BUDGET_SECONDS: optional steps are dropped past it
+    sections: tuple[str, ...] = SECTIONS  # BENCH_SECTIONS: a subset, comma separated
+    out_dir: Path = field(default_factory=lambda: Path("bench/results"))  # BENCH_OUT
+    keep: bool = False  # BENCH_KEEP=1: keep the scratch directory (logs, data)
+
+    @classmethod
+    def from_env(cls) -> Config:
+        sections = tuple(_list("BENCH_SECTIONS", ",".join(SECTIONS)))
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise SystemExit(f"BENCH_SECTIONS: unknown {sorted(unknown)}; choose from {SECTIONS}")
+        return cls(
+            events=_int("BENCH_EVENTS", cls.events),
+            users=_int("BENCH_USERS", cls.users),
+            repeats=max(1, _int("BENCH_REPEATS", cls.repeats)),
+            batch_max=_int("BENCH_BATCH_MAX", cls.batch_max),
+            latency_seconds=_float("BENCH_LATENCY_SECONDS", cls.latency_seconds),
+            latency_fixed_rate=_float("BENCH_LATENCY_RATE", cls.latency_fixed_rate),
+            scales=tuple(int(s) for s in _list("BENCH_SCALES", "10000,100000,1000000")),
+            scale_events=_int("BENCH_SCALE_EVENTS", cls.scale_events),
+            recovery_users=_int("BENCH_RECOVERY_USERS", cls.recovery_users),
+            history_users=_int("BENCH_HISTORY_USERS", cls.history_users),
+            history_days=_float("BENCH_HISTORY_DAYS", cls.history_days),
+            simulator_events=_int("BENCH_SIMULATOR_EVENTS", cls.simulator_events),
+            profile_seconds=_float("BENCH_PROFILE_SECONDS", cls.profile_seconds),
+            quix_per_message=os.environ.get("BENCH_QUIX_PER_MESSAGE", "0") == "1",
+            budget_seconds=_float("BENCH_BUDGET_SECONDS", cls.budget_seconds),
+            sections=sections,
+            out_dir=Path(os.environ.get("BENCH_OUT", "bench/results")),
+            keep=os.environ.get("BENCH_KEEP", "0") == "1",
+        )

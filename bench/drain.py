@@ -1,0 +1,296 @@
+"""Scenario 1: drain a preloaded topic with four consumers and count what each delivered.
+
+Every system runs in its own process with its own consumer group and its own output topic,
+and reads the same preloaded input topic. A run is timed from the launch of the process until
+the output topic's end offsets add up to the number of input events. The steady-state rate is
+``events / (CreateTime of the last output - CreateTime of the first output)``, read from the
+first and last record of every output partition, so start-up (Python imports, group join,
+Faust recovery) is excluded from it and included in the total rate.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import kafkautil
+from bench.procs import CpuMeter, Proc, child_env, module_command, unique
+from streams.localkafka import free_port
+from tests.integration.harness import WorkerProcess
+
+SYSTEMS = ("passthrough", "worker", "plain_loop", "quix")
+
+
+@dataclass
+class Setup:
+    """What every scenario shares: the broker, a scratch directory, the input and the model."""
+
+    bootstrap: str
+    home: Path
+    input_topic: str
+    events: int
+    bundle: Path  # the bundle directory (or symlink) the worker and the jobs serve
+    bundle_kind: str
+    batch_max: int = 256
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class DrainRun:
+    system: str
+    rep: int
+    events: int
+    delivered: int
+    launched_at: float
+    done_at: float
+    first_output: float
+    last_output: float
+    ready_at: float | None = None
+    cpu_seconds: float = 0.0
+    rss_mb: float = 0.0
+    distinct_event_ids: int | None = None  # checked on the first repetition of each system
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steady_per_s(self) -> float:
+        return self.events / max(self.last_output - self.first_output, 1e-6)
+
+    @property
+    def total_per_s(self) -> float:
+        return self.events / max(self.done_at - self.launched_at, 1e-6)
+
+    @property
+    def from_ready_per_s(self) -> float | None:
+        if self.ready_at is None:
+            return None
+        return self.events / max(self.done_at - self.ready_at, 1e-6)
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / self.events * 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            steady_per_s=round(self.steady_per_s, 1),
+            total_per_s=round(self.total_per_s, 1),
+            from_ready_per_s=None
+            if self.ready_at is None
+            else round(self.from_ready_per_s or 0, 1),
+            cpu_us_per_event=round(self.cpu_us_per_event, 1),
+        )
+        return d
+
+
+class Launched:
+    """A running system: its process, CPU meter, and (for a worker) its readiness URL."""
+
+    def __init__(
+        self, proc: Proc | WorkerProcess, launched_at: float, ready_url: str | None = None
+    ) -> None:
+        self.proc = proc
+        self.launched_at = launched_at
+        if isinstance(proc, WorkerProcess):
+            assert proc.proc is not None
+            self.pid = proc.proc.pid
+            ready_url = ready_url or proc.url + "/readyz"
+        else:
+            self.pid = proc.pid
+        self.ready_url = ready_url
+        self.cpu = CpuMeter(self.pid)
+        self.ready_at: float | None = None
+
+    def alive(self) -> bool:
+        if isinstance(self.proc, Proc):
+            return self.proc.alive()
+        return self.proc.proc is not None and self.proc.proc.poll() is None
+
+    def poll_ready(self) -> None:
+        if self.ready_at is not None or self.ready_url is None:
+            return
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=0.5) as resp:
+                if resp.status == 200:
+                    self.ready_at = time.time()
+        except (OSError, urllib.error.HTTPError):
+            return
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.log()
+
+
+def worker_env(
+    setup: Setup,
+    *,
+    app_id: str,
+    scores: str,
+    data_dir: Path,
+    input_topic: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """INTENTFLOW_* settings of a benchmark worker (everything else at its default)."""
+    env = {
+        "INTENTFLOW_KAFKA_BOOTSTRAP": setup.bootstrap,
+        "INTENTFLOW_TOPIC_EVENTS": input_topic or setup.input_topic,
+        "INTENTFLOW_TOPIC_SCORES": scores,
+        "INTENTFLOW_TOPIC_DLQ": f"{scores}.dlq",
+        "INTENTFLOW_APP_ID": app_id,
+        "INTENTFLOW_PARTITIONS": "4",
+        "INTENTFLOW_MODEL_PATH": str(setup.bundle),
+        "INTENTFLOW_DATA_DIR": str(data_dir),
+        "INTENTFLOW_BATCH_MAX": str(setup.batch_max),
+        "INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS": "20",
+    }
+    env.update(extra)
+    return env
+
+
+def launch(setup: Setup, system: str, output: str, tag: str) -> Launched:
+    """Start ``system`` reading the input topic and writing ``output``."""
+    logs = setup.home / "logs"
+    common = [
+        "--bootstrap",
+        setup.bootstrap,
+        "--input",
+        setup.input_topic,
+        "--output",
+        output,
+        "--group",
+        unique(f"g-{system}"),
+        "--batch-max",
+        str(setup.batch_max),
+    ]
+    if system == "worker":
+        (setup.home / "data").mkdir(parents=True, exist_ok=True)
+        env = worker_env(
+            setup, app_id=unique("bench-worker"), scores=output, data_dir=setup.home / "data" / tag
+        )
+        wp = WorkerProcess(env, logs / f"{tag}.log")
+        launched_at = time.time()
+        return Launched(wp.start(), launched_at)
+    if system.startswith("worker+"):  # a candidate fix: bench/experiments/worker_patched.py
+        (setup.home / "data").mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = worker_env(
+            setup,
+            app_id=unique("bench-worker"),
+            scores=output,
+            data_dir=setup.home / "data" / tag,
+            INTENTFLOW_WEB_PORT=str(port),
+            INTENTFLOW_WEB_HOST="127.0.0.1",
+        )
+        name, *overrides = system.split("@")  # worker+patch,patch@VAR=value@...
+        env["BENCH_WORKER_PATCHES"] = name.split("+", 1)[1]
+        env.update(o.split("=", 1) for o in overrides)  # type: ignore[arg-type]
+        proc = Proc(
+            module_command("bench.experiments.worker_patched"),
+            logs / f"{tag}.log",
+            env=child_env(env),
+        )
+        launched_at = time.time()
+        return Launched(proc.start(), launched_at, f"http://127.0.0.1:{port}/readyz")
+    if system == "passthrough":
+        cmd = module_command("bench.systems.passthrough", *common)
+    elif system == "plain_loop":
+        cmd = module_command("bench.systems.plain_loop", *common, "--bundle", str(setup.bundle))
+    elif system in {"quix", "quix_per_message"}:
+        mode = "batched" if system == "quix" else "per-message"
+        cmd = module_command(
+            "bench.systems.quix_job",
+            *common,
+            "--bundle",
+            str(setup.bundle),
+            "--state-dir",
+            str(setup.home / "quix-state" / tag),
+            "--mode",
+            mode,
+        )
+    else:
+        raise ValueError(f"unknown system {system!r}")
+    proc = Proc(cmd, logs / f"{tag}.log")
+    launched_at = time.time()
+    return Launched(proc.start(), launched_at)
+
+
+def wait_for_outputs(
+    setup: Setup, running: Launched, output: str, expected: int, *, timeout: float, label: str
+) -> float:
+    """Poll the output's end offsets until ``expected`` records are there. Returns that time."""
+    counter = kafkautil.Counter(setup.bootstrap, output)
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    try:
+        while True:
+            running.poll_ready()
+            n = counter.count()
+            if n >= expected:
+                return time.time()
+            if not running.alive():
+                raise RuntimeError(f"{label} exited after {n} outputs:\n{running.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: {n} of {expected} outputs after {timeout:.0f}s")
+            if time.monotonic() - last_report > 15:
+                setup.log(f"    {label}: {n:,}/{expected:,} outputs")
+                last_report = time.monotonic()
+            time.sleep(0.05)
+    finally:
+        counter.close()
+
+
+def drain_once(
+    setup: Setup,
+    system: str,
+    rep: int,
+    *,
+    verify: bool,
+    after: Callable[[Launched], dict[str, Any]] | None = None,
+) -> DrainRun:
+    """One timed drain of the whole input topic by ``system``."""
+    tag = unique(f"{re.sub(r'[^A-Za-z0-9_-]+', '_', system)[:60]}-r{rep}")
+    output = f"out-{tag}"
+    kafkautil.create_topics(setup.bootstrap, [output], config=kafkautil.APPEND_TIME)
+    running = launch(setup, system, output, tag)
+    timeout = max(180.0, setup.events / 300.0)
+    try:
+        done_at = wait_for_outputs(setup, running, output, setup.events, timeout=timeout, label=tag)
+        cpu = running.cpu.seconds()
+        rss = running.cpu.rss_mb()
+        extra = after(running) if after else {}
+    finally:
+        running.stop()
+    first, last = kafkautil.edge_timestamps(setup.bootstrap, output)
+    counter = kafkautil.Counter(setup.bootstrap, output)
+    delivered = counter.count()
+    counter.close()
+    run = DrainRun(
+        system=system,
+        rep=rep,
+        events=setup.events,
+        delivered=delivered,
+        launched_at=running.launched_at,
+        done_at=done_at,
+        first_output=first,
+        last_output=last,
+        ready_at=running.ready_at,
+        cpu_seconds=cpu,
+        rss_mb=rss,
+        extra=extra,
+    )
+    if verify:
+        records = kafkautil.read_all(setup.bootstrap, output)
+        run.distinct_event_ids = len({orjson.loads(v)["event_id"] for _, v, _ in records})
+        if run.distinct_event_ids < setup.events:
+            run.note = f"only {run.distinct_event_ids} distinct event ids of {setup.events}"
+    return run

@@ -1,0 +1,259 @@
+"""Scenario 2: event-to-score latency of one running worker at fixed offered loads.
+
+A paced producer (``bench.loadgen``, its own process) offers each rate for a fixed time; a
+consumer thread here reads the scores topic and notes the wall time each score arrives. The
+latency of an event is (score arrival - send time of the event), joined on ``event_id``; the
+events are stamped with ``occurred_at`` = send time too, so the occurred_at-based latency is
+reported beside it. A phase is over when every event of it has a score (or after a grace
+period, and the missing ones are counted), so phases never overlap.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from bench import kafkautil
+from bench.drain import Setup, worker_env
+from bench.procs import CpuMeter, child_env, module_command, unique
+from tests.integration.harness import WorkerProcess
+
+WARM_UP_SECONDS = 5.0  # at the first rate, not measured: imports, first batches, metadata
+
+
+class ScoreTap:
+    """Reads a scores topic in a thread; remembers (arrival wall time, occurred_at) per id."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
+        self.arrived: dict[str, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": unique("tap"),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+            }
+        )
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self._thread = threading.Thread(target=self._run, name="score-tap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        arrived = self.arrived
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.05):
+                now = time.time()
+                if msg.error():
+                    continue
+                score = orjson.loads(msg.value())
+                occurred = datetime.fromisoformat(score["occurred_at"]).timestamp()
+                arrived[score["event_id"]] = (now, occurred)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def percentiles(values_ms: np.ndarray) -> dict[str, float]:
+    if values_ms.size == 0:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    p50, p95, p99 = np.percentile(values_ms, [50, 95, 99])
+    return {
+        "p50": round(float(p50), 2),
+        "p95": round(float(p95), 2),
+        "p99": round(float(p99), 2),
+        "max": round(float(values_ms.max()), 2),
+    }
+
+
+@dataclass
+class Phase:
+    offered_per_s: float
+    label: str
+    sent: int = 0
+    scored: int = 0
+    achieved_per_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    occurred_latency_ms: dict[str, float] = field(default_factory=dict)
+    worker_cpu_percent: float = 0.0
+
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"offered_per_s": round(self.offered_per_s, 1), "label": self.label}
+        row.update(self.latency_ms)
+        row.update(
+            achieved_per_s=round(self.achieved_per_s, 1),
+            sent=self.sent,
+            scored=self.scored,
+            occurred_at_based=self.occurred_latency_ms,
+            worker_cpu_percent=round(self.worker_cpu_percent, 1),
+        )
+        return row
+
+
+def write_templates(records: list[tuple[bytes, bytes]], path: Path) -> None:
+    with path.open("wb") as fh:
+        for key, payload in records:
+            fh.write(orjson.dumps({"key": key.decode(), "event": orjson.loads(payload)}) + b"\n")
+
+
+def run_phase(
+    setup: Setup,
+    tap: ScoreTap,
+    cpu: CpuMeter,
+    *,
+    topic: str,
+    templates: Path,
+    rate: float,
+    seconds: float,
+    label: str,
+    offset: int,
+) -> Phase:
+    prefix = unique(f"lat{int(rate)}")
+    sent_file = setup.home / f"{prefix}.sent.json"
+    cmd = module_command(
+        "bench.loadgen",
+        "--bootstrap",
+        setup.bootstrap,
+        "--topic",
+        topic,
+        "--templates",
+        str(templates),
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+        "--prefix",
+        prefix,
+        "--offset",
+        str(offset),
+        "--sent",
+        str(sent_file),
+    )
+    cpu_before = cpu.seconds()
+    t0 = time.time()
+    result = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {result.stdout}{result.stderr}")
+    info = orjson.loads(sent_file.read_bytes())
+    sent_at = info["sent_at"]
+    ids = [f"{prefix}-{i}" for i in range(len(sent_at))]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(1 for i in ids[-200:] if i in tap.arrived) < 200:
+        time.sleep(0.05)
+    while time.monotonic() < deadline and any(i not in tap.arrived for i in ids):
+        time.sleep(0.1)
+    busy = cpu.seconds() - cpu_before
+    lat, occ = [], []
+    for event_id, sent in zip(ids, sent_at, strict=True):
+        got = tap.arrived.get(event_id)
+        if got is not None:
+            lat.append((got[0] - sent) * 1000)
+            occ.append((got[0] - got[1]) * 1000)
+    phase = Phase(rate, label, sent=len(ids), scored=len(lat))
+    phase.achieved_per_s = len(ids) / info["elapsed"]
+    phase.latency_ms = percentiles(np.asarray(lat))
+    phase.occurred_latency_ms = percentiles(np.asarray(occ))
+    phase.worker_cpu_percent = 100 * busy / max(time.time() - t0, 1e-6)
+    return phase
+
+
+def run(
+    setup: Setup,
+    templates_src: list[tuple[bytes, bytes]],
+    rates: list[tuple[float, str]],
+    seconds: float,
+) -> list[Phase]:
+    """Start one worker, warm it up, then offer each rate in turn."""
+    tag = unique("latency")
+    topic, scores = f"in-{tag}", f"out-{tag}"
+    kafkautil.create_topics(setup.bootstrap, [topic, scores])
+    templates = setup.home / f"{tag}.templates.jsonl"
+    write_templates(templates_src, templates)
+    (setup.home / "data").mkdir(parents=True, exist_ok=True)
+    env = worker_env(
+        setup,
+        app_id=f"bench-{tag}",
+        scores=scores,
+        data_dir=setup.home / "data" / tag,
+        input_topic=topic,
+    )
+    worker = WorkerProcess(env, setup.home / "logs" / f"{tag}.log").start()
+    tap = ScoreTap(setup.bootstrap, scores)
+    phases = []
+    try:
+        worker.wait_ready(120)
+        assert worker.proc is not None
+        cpu = CpuMeter(worker.proc.pid)
+        offset = 0
+        warm = run_phase(
+            setup,
+            tap,
+            cpu,
+            topic=topic,
+            templates=templates,
+            rate=rates[0][0],
+            seconds=WARM_UP_SECONDS,
+            label="warm-up",
+            offset=offset,
+        )
+        offset += warm.sent
+        setup.log(f"  warm-up: {warm.scored}/{warm.sent} scored, p50 {warm.latency_ms['p50']} ms")
+        for rate, label in rates:
+            phase = run_phase(
+                setup,
+                tap,
+                cpu,
+                topic=topic,
+                templates=templates,
+                rate=rate,
+                seconds=seconds,
+                label=label,
+                offset=offset,
+            )
+            offset += phase.sent
+            lat = phase.latency_ms
+            setup.log(
+                f"  {label}: offered {rate:,.0f}/s (achieved {phase.achieved_per_s:,.0f}/s), "
+                f"scored {phase.scored:,}/{phase.sent:,}; p50 {lat['p50']} p95 {lat['p95']} "
+                f"p99 {lat['p99']} max {lat['max']} ms; worker CPU {phase.worker_cpu_percent:.0f}%"
+            )
+            phases.append(phase)
+    finally:
+        tap.close()
+        worker.stop()
+    return phases
+
+
+def plot(phases: list[Phase], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    x = [p.offered_per_s for p in phases]
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x--")):
+        ax.plot(x, [p.latency_ms[key] for p in phases], style, label=key)
+    ax.axhline(100, color="grey", lw=0.8, ls=":", label="100 ms target (p99 @ 1,000/s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (events/s)")
+    ax.set_ylabel("event-to-score latency (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

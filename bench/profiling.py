@@ -1,0 +1,144 @@
+"""Sampling profiles of a running process with py-spy, and a text summary of the hottest code.
+
+py-spy writes folded stacks (``--format raw``: ``frame;frame;frame count`` per line) and, in a
+second sampler, a flame graph SVG. ``summarize`` turns the folded stacks into two tables: self
+time (where the CPU is) and inclusive time (which call trees hold it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy")
+
+
+def start_record(
+    pid: int, out: Path, seconds: float, fmt: str, rate: int = 67
+) -> subprocess.Popen[bytes]:
+    """Start ``py-spy record`` on ``pid`` for ``seconds``; wait on the returned process."""
+    exe = py_spy()
+    if exe is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    cmd = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        str(rate),
+        "--format",
+        fmt,
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
+    log = open(out.with_suffix(out.suffix + ".log"), "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (pkg/file.py)``, without the line number."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    path = m.group("file")
+    for marker in ("site-packages/", "/work/main/", "lib/python3."):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "lib/python3.":
+                path = "stdlib/" + path.split("/", 1)[-1]
+            break
+    return f"{m.group('func')} ({path})"
+
+
+def _bucket(frame: str) -> str:
+    """Which layer a frame belongs to, for the layer table."""
+    f = frame
+    if "streams/features" in f:
+        return "intentflow features (pure)"
+    if "streams/events" in f or "pydantic" in f:
+        return "decode + validate (pydantic)"
+    if "streams/state" in f:
+        return "profile envelope encode/decode"
+    if "streams/" in f or "bench/" in f:
+        return "intentflow worker/pipeline code"
+    if "onnxruntime" in f:
+        return "onnxruntime"
+    if "rocksdict" in f or "faust/stores" in f:
+        return "faust table / rocksdb"
+    if "faust/" in f or "mode/" in f:
+        return "faust framework"
+    if "aiokafka" in f or "kafka/" in f:
+        return "aiokafka client"
+    if "prometheus_client" in f:
+        return "prometheus_client"
+    if "asyncio" in f or "selectors" in f:
+        return "asyncio event loop"
+    if "numpy" in f:
+        return "numpy"
+    if "orjson" in f or "json" in f:
+        return "json"
+    return "other"
+
+
+def summarize(folded: Path, top: int = 40) -> tuple[str, dict[str, object]]:
+    """A text report of the hottest functions (self and inclusive) and the layers."""
+    self_counts: Counter[str] = Counter()
+    incl_counts: Counter[str] = Counter()
+    layer_counts: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        total += count
+        if frames[0].startswith(("process ", "thread ")):
+            threads[frames[0]] += count
+        named = [_short(f) for f in frames if not f.startswith(("process ", "thread "))]
+        if not named:
+            continue
+        self_counts[named[-1]] += count
+        layer_counts[_bucket(named[-1])] += count
+        for f in set(named):
+            incl_counts[f] += count
+    if total == 0:
+        return "no samples\n", {"samples": 0}
+
+    def table(title: str, counts: Counter[str]) -> list[str]:
+        rows = [f"{title}", f"{'share':>7} {'samples':>8}  function (file)"]
+        for name, c in counts.most_common(top):
+            rows.append(f"{100 * c / total:6.1f}% {c:8d}  {name}")
+        return rows
+
+    lines = [f"py-spy samples: {total} (all threads; idle time not sampled)", ""]
+    lines += [*table("By layer (self time of the innermost frame)", layer_counts), ""]
+    lines += [*table("Hottest functions, self time", self_counts), ""]
+    lines += table("Hottest call trees, inclusive time", incl_counts)
+    summary = {
+        "samples": total,
+        "layers": {k: round(100 * v / total, 1) for k, v in layer_counts.most_common()},
+        "top_self": [
+            {"function": k, "percent": round(100 * v / total, 1)}
+            for k, v in self_counts.most_common(15)
+        ],
+        "top_inclusive": [
+            {"function": k, "percent": round(100 * v / total, 1)}
+            for k, v in incl_counts.most_common(25)
+        ],
+    }
+    return "\n".join(lines) + "\n", summary

@@ -1,0 +1,316 @@
+"""The targets check and ``summary.md``, both derived from the results document only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(doc: dict[str, Any], *path: str) -> Any:
+    cur: Any = doc
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """This round's targets, each with the measured value and whether it is met."""
+    fixed = next((r for r in doc.get("latency_ms", []) if "fixed" in str(r.get("label"))), None)
+    scoring = doc.get("scoring_us_per_event") or {}
+    speedup = None
+    if scoring.get("onnx_batch_256") and scoring.get("keras_call"):
+        speedup = round(scoring["keras_call"] / scoring["onnx_batch_256"], 1)
+    rows = [
+        (
+            "worker_vs_passthrough",
+            ">= 0.25",
+            _get(doc, "ratios", "worker_vs_passthrough"),
+            lambda v: v >= 0.25,
+        ),
+        ("worker_vs_quix", ">= 1.0", _get(doc, "ratios", "worker_vs_quix"), lambda v: v >= 1.0),
+        (
+            "p99 latency at 1,000 events/s (ms)",
+            "<= 100",
+            fixed["p99"] if fixed else None,
+            lambda v: v <= 100,
+        ),
+        (
+            "ONNX batch 256 speed-up per event vs Keras model(x)",
+            ">= 100x",
+            speedup,
+            lambda v: v >= 100,
+        ),
+        (
+            "profile bytes per user (mean)",
+            "<= 2048",
+            _get(doc, "state", "bytes_per_user"),
+            lambda v: v <= 2048,
+        ),
+        (
+            "profile bytes per user (p99)",
+            "<= 2048",
+            _get(doc, "state", "bytes_per_user_p99"),
+            lambda v: v <= 2048,
+        ),
+        (
+            "recovery of 200k users, restart to ready (s)",
+            "<= 60",
+            _get(doc, "state", "recovery_seconds_200k"),
+            lambda v: v <= 60,
+        ),
+    ]
+    out = []
+    for name, target, value, ok in rows:
+        out.append(
+            {
+                "name": name,
+                "target": target,
+                "value": value,
+                "met": None if value is None else bool(ok(value)),
+            }
+        )
+    return out
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float | int):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def summary(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        "# intentflow benchmarks: latest run",
+        "",
+        f"Command: `{doc.get('command')}` (knobs: {_knobs(doc)}); started "
+        f"{doc.get('started_at')}, took {_fmt(doc.get('elapsed_seconds'))} s.",
+        "",
+        f"Machine: {m.get('cpus')} CPUs ({m.get('cpu_model') or 'unknown model'}), Python "
+        f"{m.get('python')}. **Load average** (1, 5, 15 min) at start {m.get('load_avg_start')}, "
+        f"at end {m.get('load_avg_end')}; by section: {doc.get('load_avg_by_section')}. "
+        "The machine is shared, so CPU time per event is reported beside the rates.",
+        "",
+        f"Broker: one local Apache Kafka (KRaft) started by the run (`LocalKafka`). Model: "
+        f"{_get(doc, 'bundle', 'kind')}.",
+    ]
+    ds = doc.get("dataset")
+    if ds:
+        lines += [
+            "",
+            f"Input: {ds['events']:,} events from the {ds['source']} "
+            f"({ds['population']:,} simulated shoppers, the first {ds['events']:,} events "
+            f"in event time: {ds['active_users']:,} distinct users); types "
+            f"{ds['event_types']}.",
+        ]
+
+    lines += ["", "## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for t in doc.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        value = t["value"]
+        digits = 3 if isinstance(value, float) and value < 10 else 1
+        lines.append(f"| {t['name']} | {t['target']} | {_fmt(value, digits)} | {met} |")
+
+    detail = doc.get("drain_detail")
+    if detail:
+        lines += [
+            "",
+            "## 1. Drain throughput",
+            "",
+            f"{doc['events']:,} preloaded events (4 partitions), each system in its own process "
+            "and consumer group, batches of at most "
+            f"{doc['config'].get('batch_max')}. Steady state = events / (broker append time of "
+            "the last output - of the first output); total = events / (launch of the process to "
+            "the last output counted in the output topic's end offsets). Median (min-max) of "
+            f"{doc['config'].get('repeats')} runs; CPU = user+system seconds of the process per "
+            "event.",
+            "",
+            "| system | steady events/s | total incl. start-up | CPU µs/event | RSS MiB | "
+            "outputs checked |",
+            "|---|---|---|---|---|---|",
+        ]
+        for system, d in detail.items():
+            s, t, c = d["steady_per_s"], d["total_per_s"], d["cpu_us_per_event"]
+            first = d["runs"][0]
+            checked = (
+                f"{first['distinct_event_ids']:,} distinct ids"
+                if first.get("distinct_event_ids")
+                else "-"
+            )
+            lines.append(
+                f"| {system} | **{_fmt(s['median'])}** ({_fmt(s['min'])}-{_fmt(s['max'])}) | "
+                f"{_fmt(t['median'])} | {_fmt(c['median'])} | {_fmt(d['rss_mb']['median'])} | "
+                f"{checked} |"
+            )
+        if "start_to_ready_s" in detail.get("worker", {}):
+            lines += [
+                "",
+                f"Worker start to /readyz 200: {detail['worker']['start_to_ready_s']}"
+                f" s; events/s from ready to last score: "
+                f"{detail['worker'].get('from_ready_per_s')}.",
+            ]
+        r, rc = doc.get("ratios", {}), doc.get("ratios_by_cpu", {})
+        lines += ["", "| ratio | by steady rate | by CPU per event |", "|---|---|---|"]
+        for k in ("worker_vs_passthrough", "worker_vs_plain_loop", "worker_vs_quix"):
+            lines.append(f"| {k} | {_fmt(r.get(k), 3)} | {_fmt(rc.get(k), 3)} |")
+
+    prof = doc.get("profile")
+    if prof:
+        lines += [
+            "",
+            "### Where the worker spends its time (py-spy)",
+            "",
+            f"{prof.get('samples')} samples over {prof.get('seconds')} s of a separate, "
+            "untimed drain. Full text: [worker-profile.txt](worker-profile.txt); flame "
+            "graph: [worker-profile.svg](worker-profile.svg).",
+            "",
+            "| layer (self time) | share |",
+            "|---|---|",
+        ]
+        for layer, pct in list(prof.get("layers", {}).items())[:10]:
+            lines.append(f"| {layer} | {pct}% |")
+        lines += ["", "| hottest functions (self) | share |", "|---|---|"]
+        for row in prof.get("top_self", [])[:12]:
+            lines.append(f"| `{row['function']}` | {row['percent']}% |")
+
+    lat = doc.get("latency_ms")
+    if lat:
+        lines += [
+            "",
+            "## 2. Latency under load",
+            "",
+            doc.get("latency_basis", ""),
+            "",
+            "| offered | achieved | p50 ms | p95 ms | p99 ms | max ms | scored/sent | worker CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in lat:
+            lines.append(
+                f"| {_fmt(row['offered_per_s'])}/s ({row.get('label')}) | "
+                f"{_fmt(row.get('achieved_per_s'))}/s | {row['p50']} | {row['p95']} | "
+                f"{row['p99']} | {row['max']} | {row.get('scored'):,}/{row.get('sent'):,} | "
+                f"{_fmt(row.get('worker_cpu_percent'))}% |"
+            )
+        lines += ["", "![latency vs offered load](latency.png)"]
+
+    sc = doc.get("scoring_us_per_event")
+    if sc:
+        sd = doc.get("scoring_detail", {})
+        lines += [
+            "",
+            "## 3. Scoring cost",
+            "",
+            f"Model: {_get(sd, 'model', 'layers')}, {_get(sd, 'model', 'features')} "
+            f"features, trained by the bench through `model_export` on "
+            f"{_fmt(_get(sd, 'model', 'train_rows'))} simulated snapshots and exported "
+            f"with `export_onnx`; Keras and onnxruntime agree to "
+            f"{_get(sd, 'parity_max_abs_diff'):.2e} (limit 1e-5) on "
+            f"{_get(sd, 'parity_rows')} rows. One intra-op thread on both sides. "
+            "`serving_*` is the bundle the worker served in this run.",
+            "",
+            "| path | µs per event | speed-up vs Keras model(x) |",
+            "|---|---|---|",
+        ]
+        keras = sc.get("keras_call")
+        for k, v in sc.items():
+            speed = ""
+            if keras and v and not k.startswith("feature"):
+                ratio = keras / v
+                speed = f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+            lines.append(f"| {k} | {v:,.3f} | {speed} |")
+        lines.append("")
+        lines.append(
+            "`feature_matrix_*` is the feature computation that precedes every "
+            "onnxruntime call in the worker (for scale, not a scoring path)."
+        )
+
+    st = doc.get("state")
+    if st:
+        pb = st.get("profile_bytes", {})
+        lines += ["", "## 4. State and scale", ""]
+        if pb:
+            lh, dd = pb.get("long_history", {}), pb.get("drain_dataset", {})
+            lines += [
+                f"Profile bytes per user ({pb.get('note')}): long histories "
+                f"({lh.get('users')} users, {lh.get('days')} days, {lh.get('events'):,} "
+                f"events): mean {lh.get('mean')}, p50 {lh.get('p50')}, p99 "
+                f"{lh.get('p99')}, max {lh.get('max')}; the drain's users (short "
+                f"histories): mean {dd.get('mean')}, p99 {dd.get('p99')}, max "
+                f"{dd.get('max')}."
+            ]
+        scales = st.get("scales", [])
+        if scales:
+            lines += [
+                "",
+                "Each scale: S profiles (sampled from the long histories) written to the "
+                "worker's changelog topic, the worker started on an empty data directory "
+                "(it rebuilds RocksDB from the changelog), then a burst of events spread "
+                "over the S users drained. Users counted exactly in RocksDB after stop.",
+                "",
+                "| users | rebuild to ready s | burst events/s | CPU µs/event | RSS MiB "
+                "| RocksDB MiB (running / stopped) | users in table |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for p in scales:
+                lines.append(
+                    f"| {p['users']:,} | {p['recovery_seconds']} | {_fmt(p['throughput_per_s'])}"
+                    f" | {_fmt(p['cpu_us_per_event'])} | {p['rss_mb']} | {p['rocksdb_mb']} / "
+                    f"{p['rocksdb_mb_after_stop']} | {p['table_users']:,} |"
+                )
+            lines += ["", "![state and scale](state-scale.png)"]
+        rec = st.get("recovery")
+        if rec:
+            lines += [
+                "",
+                f"Recovery: with {rec['changelog_records']:,} changelog records "
+                f"({rec['users']:,} users), the worker was stopped, its data directory "
+                f"deleted, and restarted: **{rec['restart_to_ready_seconds']} s** to "
+                f"/readyz 200 ({rec['table_users_after_restart']:,} users in RocksDB "
+                "after it).",
+            ]
+
+    sim = doc.get("simulator")
+    if sim and "produce_events_per_s" in sim:
+        p, g = sim["produce_events_per_s"], sim["generation_events_per_s"]
+        lines += [
+            "",
+            "## 5. Simulator produce rate",
+            "",
+            f"{sim['method']}; {sim['events']:,} events per run, median (min-max) of {p['n']}: "
+            f"produce **{_fmt(p['median'])}** ({_fmt(p['min'])}-{_fmt(p['max'])}) events/s, "
+            f"generation alone {_fmt(g['median'])} ({_fmt(g['min'])}-{_fmt(g['max'])}) "
+            f"events/s; {sim['delivery_failures']} delivery failures.",
+        ]
+    elif sim:
+        lines += [
+            "",
+            "## 5. Simulator produce rate",
+            "",
+            f"`{sim['command']}`: {_fmt(sim['self_reported_per_s'])} events/s as it "
+            f"reports itself; {_fmt(sim['wall_per_s'])}/s over the whole command "
+            f"({sim['wall_seconds']} s wall, {sim['delivered']:,} events counted in the "
+            "topic).",
+        ]
+
+    if doc.get("failed"):
+        lines += ["", "## Failed in this run", ""]
+        for f in doc["failed"]:
+            lines.append(f"- {f['section']}: `{f['error']}` (see the run's output)")
+    if doc.get("skipped"):
+        lines += ["", "## Not measured in this run", ""]
+        for s in doc["skipped"]:
+            lines.append(f"- {s['what']}: {s['why']}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _knobs(doc: dict[str, Any]) -> str:
+    c = doc.get("config", {})
+    return (
+        f"BENCH_EVENTS={c.get('events')}, BENCH_REPEATS={c.get('repeats')}, "
+        f"BENCH_LATENCY_SECONDS={c.get('latency_seconds')}, BENCH_SCALES="
+        f"{','.join(str(s) for s in c.get('scales', []))}"
+    )
