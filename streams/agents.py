@@ -19,6 +19,7 @@ from typing import Any
 from faust.streams import _current_event
 
 from streams.app import Worker
+from streams.gapfill import acknowledge_range
 from streams.pipeline import (
     Record,
     Row,
@@ -89,10 +90,9 @@ def register(w: Worker) -> None:
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         w.assigned_once = True
-        # Faust seeks every partition to its committed offset after a rebalance: the next
-        # event of each partition sets where it continues.
+        # Faust seeks every partition to its committed offset after a rebalance: each
+        # partition continues from there.
         w.next_offsets.clear()
-        w.rewinding.clear()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -108,7 +108,7 @@ def register(w: Worker) -> None:
 async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttled: bool) -> None:
     """One micro-batch: decode, update profiles, score, publish, write profiles."""
     now = time.time()
-    events = await in_offset_order(w, events)
+    events, filled = await in_offset_order(w, events)
     if not events:
         return
     records = [
@@ -141,6 +141,8 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
     for user, (stored, record) in outcome.profiles.items():
         _as_current(by_record[id(record)])
         w.profiles[user.encode()] = encode_stored(stored)
+    for tp, first, last in filled:  # processed now: let commits pass them
+        await acknowledge_range(w.app.consumer, tp, first, last)
     for record in records:
         w.processed_offsets[record.partition] = record.offset
     metrics.last_event_processed.set(now)
@@ -148,64 +150,43 @@ async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttl
         log.info("skipped %d events already applied before a restart", outcome.replayed)
 
 
-async def in_offset_order(w: Worker, events: Sequence[Any]) -> list[Any]:
-    """The events that continue each partition exactly where this worker left it.
+async def in_offset_order(
+    w: Worker, events: Sequence[Any]
+) -> tuple[list[Any], list[tuple[Any, int, int]]]:
+    """The batch with every partition continued exactly where this worker left it.
 
-    Faust can hand a stream events out of order around a rebalance: events prefetched before
-    it, or prefetched events far ahead of the offset it has just seeked back to (see
-    faust-streaming issues 216 and 221). Applying such an event would move the replay guard
-    past the events in between, and Faust would acknowledge the skipped range as a "gap".
-
-    So an event from an older consumer generation, or one beyond the next expected offset of
-    its partition, is neither applied nor acknowledged: the partition is rewound to the
-    expected offset, and events are held back until that offset arrives. Prefetched events
-    are one message each; if an offset beyond the target arrives again as another message, it
-    is the refetch, the range in between does not exist (e.g. transaction markers), and the
-    gap is accepted.
+    An event from an older consumer generation is dropped without an acknowledgement (its
+    partition may have moved). An event beyond the next expected offset of its partition is
+    preceded by the records Faust skipped, read directly (``streams.gapfill``). Returns the
+    events to apply and the filled ranges ``(tp, first, last)``, which the caller hands to
+    Faust's acknowledgements once they are processed.
     """
     generation = w.app.consumer_generation_id
-    kept: list[Any] = []
-    held = 0
+    consumer: Any = w.app.consumer
+    out: list[Any] = []
+    filled: list[tuple[Any, int, int]] = []
     for event in events:
         message = event.message
-        partition, offset = message.partition, message.offset
         if message.generation_id != generation:
             _unacknowledge(w, message)
-            held += 1
             continue
-        rewind = w.rewinding.get(partition)
-        if rewind is not None:
-            target, seen = rewind
-            if offset > target and seen.setdefault(offset, message) is message:
-                # A prefetched event (Faust may hand the same one over twice): its refetched
-                # copy, a new message, comes after the rewind.
-                _unacknowledge(w, message)
-                held += 1
-                continue
-            if offset > target:
-                log.warning(
-                    "partition %d: offsets %d..%d do not exist; continuing at %d",
-                    partition, target, offset - 1, offset,
-                )  # fmt: skip
-            del w.rewinding[partition]
-        else:
-            expected = w.next_offsets.get(partition)
-            if expected is not None and offset > expected:
-                log.warning(
-                    "partition %d: event at offset %d arrived before %d; rewinding",
-                    partition, offset, expected,
-                )  # fmt: skip
-                w.rewinding[partition] = (expected, {offset: message})
-                w.metrics.offset_rewinds.inc()
-                await w.app.consumer.seek(message.tp, expected)
-                _unacknowledge(w, message)
-                held += 1
-                continue
-        w.next_offsets[partition] = offset + 1
-        kept.append(event)
-    if held:
-        log.info("held back %d events for in-order redelivery", held)
-    return kept
+        partition, offset = message.partition, message.offset
+        expected = w.next_offsets.get(partition)
+        if expected is None:  # first event since the assignment: continue from the commit
+            committed = consumer._committed_offset.get(message.tp)
+            expected = committed if committed is not None and committed >= 0 else offset
+        if offset > expected:
+            fetched = await w.gaps.fetch(message.tp, expected, offset, generation)
+            log.warning(
+                "partition %d: Faust skipped offsets %d..%d; read %d records of them directly",
+                partition, expected, offset - 1, len(fetched),
+            )  # fmt: skip
+            w.metrics.offset_gaps_filled.inc()
+            out.extend(fetched)
+            filled.append((message.tp, expected, offset - 1))
+        w.next_offsets[partition] = max(expected, offset + 1)
+        out.append(event)
+    return out, filled
 
 
 def _unacknowledge(w: Worker, message: Any) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.transport.consumer import Consumer as FaustConsumer
+from faust.stores import STORES
+from faust.stores.rocksdb import Store as RocksDBStore
 from mode import CrashingSupervisor
 
+from streams.gapfill import GapFiller
 from streams.metrics import Metrics
 from streams.model_server import ModelServer
 from streams.pipeline import Throttle
@@ -24,14 +26,22 @@ from streams.settings import SecurityProtocol, Settings
 PROFILE_TABLE = "user_profile"
 
 
-async def _never_ack_a_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-    """Faust marks a jump in a partition's offsets as acknowledged (meant for compacted and
-    transactional topics). The input topic is neither, so a jump is a prefetch/seek artifact
-    around a rebalance, and acknowledging it commits offsets nobody processed. The agent
-    rewinds such partitions instead (``streams.agents.in_offset_order``)."""
+class ChangelogRecoveredStore(RocksDBStore):
+    """RocksDB that rebuilds every partition it is assigned from the changelog.
+
+    Faust's RocksDB store remembers how far it had read each changelog partition and, on a
+    later assignment, reads only past that point. After a partition moved away and back (a
+    takeover) that shortcut skipped the other worker's writes in our tests, and the
+    partition's stream was never resumed. Reading the compacted changelog from the start makes
+    the table equal to the changelog after every rebalance, at the cost of a longer recovery
+    (measured in bench/: 200k users).
+    """
+
+    def persisted_offset(self, tp: Any) -> int | None:
+        return None
 
 
-FaustConsumer._add_gap = _never_ack_a_gap  # type: ignore[method-assign]
+STORES.aliases["intentflow-rocksdb"] = f"{__name__}:ChangelogRecoveredStore"
 
 
 def changelog_topic_name(settings: Settings) -> str:
@@ -80,12 +90,11 @@ class Worker:
     models: ModelServer
     throttle: Throttle
     executor: ThreadPoolExecutor
+    gaps: GapFiller
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)
-    # partition -> next input offset to apply; partition -> (offset rewound to, offsets
-    # held back since): see streams.agents.in_offset_order
+    # partition -> next input offset to apply (streams.agents.in_offset_order)
     next_offsets: dict[int, int] = field(default_factory=dict)
-    rewinding: dict[int, tuple[int, dict[int, Any]]] = field(default_factory=dict)
     assigned_once: bool = False
 
 
@@ -111,7 +120,7 @@ def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> 
         producer_compression_type=None,
         key_serializer="raw",
         value_serializer="raw",
-        store="rocksdb://",
+        store="intentflow-rocksdb://",
         datadir=str(settings.data_dir),
         table_standby_replicas=0,
         table_cleanup_interval=300.0,
@@ -168,6 +177,7 @@ def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> 
         models=models,
         throttle=Throttle(settings.score_interval_seconds),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx"),
+        gaps=GapFiller(settings),
     )
     from streams import agents  # agents register themselves on this worker's app
 

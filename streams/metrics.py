@@ -119,10 +119,10 @@ class Metrics:
             "1 when the worker has a model and its partitions are assigned and recovered.",
             registry=r,
         )
-        self.offset_rewinds = Counter(
-            "intentflow_offset_rewinds_total",
-            "Times a partition was rewound because events arrived ahead of its next offset "
-            "(around rebalances); they are reprocessed in order, never skipped.",
+        self.offset_gaps_filled = Counter(
+            "intentflow_offset_gaps_filled_total",
+            "Times Faust skipped input offsets (around rebalances) and the worker read them "
+            "directly, so they were applied in order rather than lost.",
             registry=r,
         )
         self.errors = Counter(

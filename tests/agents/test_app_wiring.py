@@ -30,7 +30,7 @@ def test_app_declares_co_partitioned_topics_table_and_one_agent(tmp_path: Path) 
         assert w.events_topic.partitions == 6 and w.scores_topic.partitions == 6
         assert w.profiles.partitions == 6
         assert w.profiles.changelog_topic.get_topic_name() == changelog_topic_name(settings)
-        assert str(app.conf.store) == "rocksdb:"
+        assert str(app.conf.store) == "intentflow-rocksdb:"
         assert w.profiles.options["block_cache_size"] == 32 * 1024 * 1024
         assert list(app.agents) == ["track_interest"]
         assert app.agents["track_interest"].concurrency == 1  # at-least-once, in order
