@@ -152,6 +152,23 @@ def produce_paced(bootstrap: str, topic: str, payloads: list, chunks: int, pause
         time.sleep(pause)
 
 
+def feed_until_midstream(stack: Stack, payloads: list[tuple[bytes, bytes]]) -> threading.Thread:
+    """Produce ``payloads`` in paced chunks in the background; return once some, but not all,
+    of them have scores (the moment to kill a worker mid-stream)."""
+    feeder = threading.Thread(
+        target=produce_paced,
+        args=(stack.settings.kafka_bootstrap, stack.settings.topic_events, payloads, 12, 0.4),
+    )
+    feeder.start()
+    consume_until(
+        stack.settings.kafka_bootstrap,
+        stack.settings.topic_scores,
+        lambda recs: len(recs) >= 1500,
+        timeout=120,
+    )
+    return feeder
+
+
 def test_crash_loses_nothing_and_profiles_match_an_uninterrupted_run(
     stack: Stack, workers: list[WorkerProcess]
 ) -> None:
@@ -160,18 +177,7 @@ def test_crash_loses_nothing_and_profiles_match_an_uninterrupted_run(
     first = stack.worker("a")
     workers.append(first.start())
     first.wait_ready()
-    feeder = threading.Thread(
-        target=produce_paced,
-        args=(stack.settings.kafka_bootstrap, stack.settings.topic_events, payloads, 12, 0.4),
-    )
-    feeder.start()
-    # Kill mid-stream: once some, but not all, events have scores.
-    consume_until(
-        stack.settings.kafka_bootstrap,
-        stack.settings.topic_scores,
-        lambda recs: len(recs) >= 1500,
-        timeout=120,
-    )
+    feeder = feed_until_midstream(stack, payloads)
     first.kill()
     second = stack.worker("a")  # same data dir, as a restarted process would have
     workers.append(second.start())
@@ -192,17 +198,7 @@ def test_scale_out_and_takeover(stack: Stack, workers: list[WorkerProcess]) -> N
     workers.extend([one.start(), two.start()])
     one.wait_ready(timeout=120)
     two.wait_ready(timeout=120)
-    feeder = threading.Thread(
-        target=produce_paced,
-        args=(stack.settings.kafka_bootstrap, stack.settings.topic_events, payloads, 12, 0.4),
-    )
-    feeder.start()
-    consume_until(
-        stack.settings.kafka_bootstrap,
-        stack.settings.topic_scores,
-        lambda recs: len(recs) >= 1500,
-        timeout=120,
-    )
+    feeder = feed_until_midstream(stack, payloads)
     # Both workers held partitions and scored before the kill.
     assert one.metric("intentflow_scores_published_total") > 0
     assert two.metric("intentflow_scores_published_total") > 0
