@@ -163,6 +163,30 @@ class Settings(BaseSettings):
                 opts[key] = str(value)
         return opts
 
+    def librdkafka_options(self) -> dict[str, object]:
+        """Connection and security options in librdkafka's spelling (confluent-kafka)."""
+        return _librdkafka(self)
+
+
+def _librdkafka(settings: Settings) -> dict[str, object]:
+    opts: dict[str, object] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol.value,
+    }
+    if settings.kafka_sasl_mechanism:
+        opts["sasl.mechanism"] = settings.kafka_sasl_mechanism.value
+        opts["sasl.username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            opts["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    for key, value in (
+        ("ssl.ca.location", settings.kafka_ssl_cafile),
+        ("ssl.certificate.location", settings.kafka_ssl_certfile),
+        ("ssl.key.location", settings.kafka_ssl_keyfile),
+    ):
+        if value is not None:
+            opts[key] = str(value)
+    return opts
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once and validate it, or raise one ConfigError naming the variables.
