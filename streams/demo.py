@@ -185,8 +185,19 @@ def _percentile(values: list[float], q: float) -> float:
               help="Show at most one score line per this many seconds.")  # fmt: skip
 def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -> None:
     """Broker, model, worker, live shoppers and scores, in one command."""
-    settings = load_settings()
-    env = dict(os.environ)
+    base = load_settings()
+    # Each demo run gets its own topics, consumer group and state, so that state left by an
+    # earlier run (or another version) on a long-lived local broker never leaks into this one.
+    run = datetime.now(UTC).strftime("demo-%Y%m%d-%H%M%S")
+    scoped = {
+        "topic_events": f"{base.topic_events}.{run}",
+        "topic_scores": f"{base.topic_scores}.{run}",
+        "topic_dlq": f"{base.topic_dlq}.{run}",
+        "app_id": f"{base.app_id}-{run}",
+        "data_dir": str(REPO_ROOT / "var" / "demo" / run),
+    }
+    settings = load_settings(**scoped)
+    env = dict(os.environ, **{f"INTENTFLOW_{k.upper()}": v for k, v in scoped.items()})
     started_broker: LocalKafka | None = None
     if broker_ready(settings.kafka_bootstrap):
         _step(f"using the Kafka broker at {settings.kafka_bootstrap}")

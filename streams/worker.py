@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from streams.errors import IntentflowError
+from streams.errors import ConfigError, IntentflowError
 from streams.metrics import Metrics
 from streams.model_server import ModelServer
 from streams.settings import Settings, load_settings
@@ -26,6 +26,13 @@ def preflight(settings: Settings, models: ModelServer) -> None:
     """Fail fast, with the fix in the message, before Faust starts retrying forever."""
     from streams.app import changelog_topic_name
 
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"INTENTFLOW_DATA_DIR {settings.data_dir} cannot be created ({exc.strerror}); "
+            "point it at a writable directory"
+        ) from None
     models.load_initial()
     create_topics(settings)  # also checks partitions of existing input/scores/DLQ topics
     changelog = changelog_topic_name(settings)
