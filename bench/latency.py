@@ -89,6 +89,8 @@ class Phase:
     latency_ms: dict[str, float] = field(default_factory=dict)
     occurred_latency_ms: dict[str, float] = field(default_factory=dict)
     worker_cpu_percent: float = 0.0
+    # (seconds since the phase began, latency ms) per scored event, for the timeline plot
+    series: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"offered_per_s": round(self.offered_per_s, 1), "label": self.label}
@@ -156,13 +158,15 @@ def run_phase(
     while time.monotonic() < deadline and any(i not in tap.arrived for i in ids):
         time.sleep(0.1)
     busy = cpu.seconds() - cpu_before
-    lat, occ = [], []
+    lat, occ, series = [], [], []
+    start = sent_at[0] if sent_at else 0.0
     for event_id, sent in zip(ids, sent_at, strict=True):
         got = tap.arrived.get(event_id)
         if got is not None:
             lat.append((got[0] - sent) * 1000)
             occ.append((got[0] - got[1]) * 1000)
-    phase = Phase(rate, label, sent=len(ids), scored=len(lat))
+            series.append((sent - start, lat[-1]))
+    phase = Phase(rate, label, sent=len(ids), scored=len(lat), series=series)
     phase.achieved_per_s = len(ids) / info["elapsed"]
     phase.latency_ms = percentiles(np.asarray(lat))
     phase.occurred_latency_ms = percentiles(np.asarray(occ))
@@ -235,6 +239,29 @@ def run(
         tap.close()
         worker.stop()
     return phases
+
+
+def plot_timeline(phases: list[Phase], path: Path) -> None:
+    """Latency of every event against its send time, one panel per offered rate: shows
+    whether the tail is steady queueing or periodic stalls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(phases), 1, figsize=(9, 1.9 * len(phases)), sharex=True)
+    for ax, p in zip(list(np.atleast_1d(axes)), phases, strict=True):
+        if p.series:
+            t, ms = zip(*p.series, strict=True)
+            ax.plot(t, ms, ",", alpha=0.5)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(f"{p.label}: {p.offered_per_s:,.0f} events/s", fontsize=8, loc="left")
+        ax.grid(True, which="both", alpha=0.3)
+    np.atleast_1d(axes)[-1].set_xlabel("seconds into the phase (send time)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot(phases: list[Phase], path: Path, title: str) -> None:

@@ -21,7 +21,7 @@ def py_spy() -> str | None:
 
 
 def start_record(
-    pid: int, out: Path, seconds: float, fmt: str, rate: int = 67
+    pid: int, out: Path, seconds: float, fmt: str, *, log: Path, rate: int = 67
 ) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` on ``pid`` for ``seconds``; wait on the returned process."""
     exe = py_spy()
@@ -42,8 +42,8 @@ def start_record(
         str(out),
         "--nonblocking",
     ]
-    log = open(out.with_suffix(out.suffix + ".log"), "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _short(frame: str) -> str:

@@ -194,7 +194,15 @@ def summary(doc: dict[str, Any]) -> str:
                 f"{row['p99']} | {row['max']} | {row.get('scored'):,}/{row.get('sent'):,} | "
                 f"{_fmt(row.get('worker_cpu_percent'))}% |"
             )
-        lines += ["", "![latency vs offered load](latency.png)"]
+        lines += [
+            "",
+            "![latency vs offered load](latency.png)",
+            "",
+            "Every event's latency against its send time ([latency-timeline.png]"
+            "(latency-timeline.png)): a flat band is queueing, spikes are stalls.",
+            "",
+            "![latency over time](latency-timeline.png)",
+        ]
 
     sc = doc.get("scoring_us_per_event")
     if sc:

@@ -184,9 +184,10 @@ def run_profile(cfg: Config, setup: drain.Setup, res: Results) -> None:
             running.poll_ready()
             time.sleep(0.1)
         time.sleep(1.0)
+        log = setup.home / "logs" / "py-spy.log"
         samplers = [
-            profiling.start_record(running.pid, raw, seconds, "raw"),
-            profiling.start_record(running.pid, svg, seconds, "flamegraph"),
+            profiling.start_record(running.pid, raw, seconds, "raw", log=log),
+            profiling.start_record(running.pid, svg, seconds, "flamegraph", log=log),
         ]
         for p in samplers:
             p.wait()
@@ -242,6 +243,7 @@ def run_latency(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results)
         "score arrival at a consumer of the scores topic minus the producer's send time, joined "
         "on event_id; occurred_at is stamped with the send time, so occurred_at_based agrees"
     )
+    latency.plot_timeline(phases, cfg.out_dir / "latency-timeline.png")
     latency.plot(
         phases,
         cfg.out_dir / "latency.png",
@@ -346,9 +348,11 @@ def run_state(
     points = sorted(set(cfg.scales) | {cfg.recovery_users})
     for users in points:
         is_recovery = users == cfg.recovery_users
+        remaining = deadline - time.monotonic()
         if rate and not is_recovery:
-            estimate = 2 * users / rate + cfg.scale_events / 500 + 30
-            if time.monotonic() + estimate > deadline:
+            # rebuild + seeding + burst + counting keys + start and stop
+            estimate = users / rate + users / 100_000 + cfg.scale_events / 1500 + 25
+            if estimate > remaining:
                 res.skip(
                     f"scale {users:,} users",
                     f"the table rebuild alone would take ~{users / rate:.0f} s at the "
@@ -357,9 +361,19 @@ def run_state(
                 )
                 continue
         log(f"state: {users:,} users" + (" (with the recovery restart)" if is_recovery else ""))
-        point = state.scale_run(
-            setup, users, samples, ds.records, cfg.scale_events, restart=is_recovery
-        )
+        try:
+            point = state.scale_run(
+                setup,
+                users,
+                samples,
+                ds.records,
+                cfg.scale_events,
+                restart=is_recovery,
+                ready_timeout=900.0 if is_recovery else max(60.0, remaining - 30),
+            )
+        except state.NotReadyError as exc:
+            res.skip(f"scale {users:,} users", f"{exc}: the rebuild did not fit the budget")
+            continue
         log(
             f"  {users:,} users: rebuild {point['recovery_seconds']} s, "
             f"{point['throughput_per_s']:,.0f} events/s, RSS {point['rss_mb']} MiB, "

@@ -107,13 +107,28 @@ def burst_records(
 
 
 def _start_worker(
-    setup: Setup, app_id: str, topic: str, scores: str, *, data_dir: Path, log: Path
+    setup: Setup,
+    app_id: str,
+    topic: str,
+    scores: str,
+    *,
+    data_dir: Path,
+    log: Path,
+    timeout: float = 900.0,
 ) -> tuple[WorkerProcess, float, float]:
     env = worker_env(setup, app_id=app_id, scores=scores, data_dir=data_dir, input_topic=topic)
     started = time.time()
     worker = WorkerProcess(env, log).start()
-    worker.wait_ready(900)
+    try:
+        worker.wait_ready(timeout)
+    except AssertionError as exc:  # not ready in time, or exited: never leave it running
+        worker.stop()
+        raise NotReadyError(f"worker not ready within {timeout:.0f} s") from exc
     return worker, started, time.time()
+
+
+class NotReadyError(RuntimeError):
+    """The worker did not reach /readyz 200 in the time allowed."""
 
 
 def count_users(data_dir: Path) -> int:
@@ -124,7 +139,7 @@ def count_users(data_dir: Path) -> int:
     for path in sorted(data_dir.glob("*/tables/user_profile-*.db")):
         db = Rdict(str(path), access_type=AccessType.read_only())
         try:
-            total += sum(1 for key in db if not key.startswith(b"__faust"))
+            total += sum(1 for key in db.keys() if not key.startswith(b"__faust"))  # noqa: SIM118 - an Rdict iterates its items
         finally:
             db.close()
     return total
@@ -138,6 +153,7 @@ def scale_run(
     burst: int,
     *,
     restart: bool = False,
+    ready_timeout: float = 900.0,
 ) -> dict[str, Any]:
     """Seed ``users`` profiles, start a worker on them (rebuilding its table from the
     changelog), drain a burst of events over those users, and measure. With ``restart``, then
@@ -153,7 +169,9 @@ def scale_run(
     data_dir = setup.home / "data" / tag
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = setup.home / "logs" / f"{tag}.log"
-    worker, started, ready = _start_worker(setup, app_id, topic, scores, data_dir=data_dir, log=log)
+    worker, started, ready = _start_worker(
+        setup, app_id, topic, scores, data_dir=data_dir, log=log, timeout=ready_timeout
+    )
     try:
         running = Launched(worker, started)
         running.ready_at = ready

@@ -9,6 +9,9 @@ patches with ``BENCH_WORKER_PATCHES`` (comma separated):
   worker's own registry, and Faust keeps its default in-memory ``Monitor``.
 * ``noop_monitor``: also replace Faust's default ``Monitor`` with one whose per-message hooks
   do nothing (the worker reads none of its statistics).
+* ``quiet_prometheus``: keep Faust's ``PrometheusMonitor`` (its rebalance, commit, recovery
+  and error series feed the Grafana dashboard) but make its per-message hooks no-ops; this is
+  the recommended form of ``noop_monitor``.
 * ``direct_send``: publish scores through the transport producer (``app.producer.send``,
   aiokafka underneath) instead of ``Topic.send``, skipping Faust's channel, ``FutureMessage``
   and callback layers; still one awaited delivery future per score.
@@ -24,6 +27,7 @@ patches with ``BENCH_WORKER_PATCHES`` (comma separated):
   checks for the end of recovery only when the queue is empty.
 * ``max_poll_records``: pass ``broker_max_poll_records=$BENCH_MAX_POLL_RECORDS`` (default
   10000) to Faust instead of ``max(500, 2 * batch_max)``; the agent's batches stay the same.
+  With ``BENCH_STREAM_BUFFER_MAXSIZE`` also ``stream_buffer_maxsize`` (default: unchanged).
 * ``dict_state``: keep profiles in a Python dict instead of the Faust RocksDB table (no
   changelog, no persistence: NOT a fix, it measures what the table costs).
 """
@@ -39,6 +43,7 @@ from typing import Any
 
 PATCHES = {p.strip() for p in os.environ.get("BENCH_WORKER_PATCHES", "").split(",") if p.strip()}
 KNOWN = {
+    "quiet_prometheus",
     "no_faust_prometheus",
     "noop_monitor",
     "direct_send",
@@ -139,6 +144,44 @@ def _quiet_monitor_class() -> type:
     return QuietMonitor
 
 
+def _batch_level_monitor_class() -> type:
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    class BatchLevelPrometheusMonitor(PrometheusMonitor):  # type: ignore[misc]
+        """Faust's Prometheus monitor without the hooks that run for every message, event,
+        table access and send; the worker counts its own traffic per batch."""
+
+        def on_message_in(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_message_out(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_table_get(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_table_set(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_send_initiated(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_send_completed(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+            self.send_errors += 1  # no start time: on_send_initiated kept none
+            self._metrics.total_error_messages_sent.inc()
+
+    return BatchLevelPrometheusMonitor
+
+
 def apply() -> None:
     unknown = PATCHES - KNOWN
     if unknown:
@@ -152,13 +195,26 @@ def apply() -> None:
         import faust
 
         records = int(os.environ.get("BENCH_MAX_POLL_RECORDS", "10000"))
+        buffer = os.environ.get("BENCH_STREAM_BUFFER_MAXSIZE")
         original_app = faust.App
 
         def app_with_poll_records(*args: Any, **kwargs: Any) -> Any:
             kwargs["broker_max_poll_records"] = records
+            if buffer:
+                kwargs["stream_buffer_maxsize"] = int(buffer)
             return original_app(*args, **kwargs)
 
         app_module.faust.App = app_with_poll_records  # type: ignore[attr-defined]
+
+    if "quiet_prometheus" in PATCHES:
+        setup_sensors = app_module.setup_prometheus_sensors
+        monitor_class = _batch_level_monitor_class()
+
+        def setup_quiet(app: Any, registry: Any, name_prefix: str | None = None) -> None:
+            setup_sensors(app, registry=registry, name_prefix=name_prefix)
+            app.monitor = monitor_class(metrics=app.monitor._metrics)
+
+        app_module.setup_prometheus_sensors = setup_quiet  # type: ignore[assignment]
 
     if "no_faust_prometheus" in PATCHES or "noop_monitor" in PATCHES:
         quiet = _quiet_monitor_class() if "noop_monitor" in PATCHES else None
