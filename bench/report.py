@@ -94,8 +94,14 @@ def summary(doc: dict[str, Any]) -> str:
         f"at end {m.get('load_avg_end')}; by section: {doc.get('load_avg_by_section')}. "
         "The machine is shared, so CPU time per event is reported beside the rates.",
         "",
-        f"Broker: one local Apache Kafka (KRaft) started by the run (`LocalKafka`). Model: "
-        f"{_get(doc, 'bundle', 'kind')}.",
+        f"Code measured: commit `{str(_get(doc, 'source', 'commit'))[:12]}`"
+        + (
+            " (an export of it, so edits to the shared checkout during the run do not count)"
+            if _get(doc, "source", "snapshot")
+            else " (the working tree as it was)"
+        )
+        + f". Broker: one local Apache Kafka (KRaft) started by the run (`LocalKafka`). "
+        f"Model: {_get(doc, 'bundle', 'kind')}.",
     ]
     ds = doc.get("dataset")
     if ds:
