@@ -227,7 +227,8 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     metrics_url = f"http://{settings.web_host}:{settings.web_port}"
-    tally, stop = Tally(), threading.Event()
+    # Producing stops first; consuming goes on while the last scores drain.
+    tally, stop_producing, stop = Tally(), threading.Event(), threading.Event()
     interrupted = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
@@ -241,7 +242,7 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
         if not ready.wait(30):
             raise IntentflowError("could not subscribe to the scores topic within 30s")
         producer = threading.Thread(
-            target=produce_loop, args=(settings, dataset, rate, tally, stop)
+            target=produce_loop, args=(settings, dataset, rate, tally, stop_producing)
         )
         producer.start()
         deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
@@ -249,12 +250,13 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
             if worker.poll() is not None:
                 raise IntentflowError(f"the worker exited with {worker.returncode}; see {log_path}")
             time.sleep(0.2)
-        stop.set()
+        stop_producing.set()
         producer.join(30)
         _drain(tally)
         stop.set()
         consumer.join(10)
     finally:
+        stop_producing.set()
         stop.set()
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
