@@ -143,49 +143,49 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap.split(",")
 
-    def kafka_python_options(self) -> dict[str, object]:
-        """Security options in kafka-python's spelling (producer, consumer and admin)."""
-        opts: dict[str, object] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "security_protocol": self.kafka_security_protocol.value,
+    def _client_options(self, spelling: dict[str, str]) -> dict[str, object]:
+        """Connection and security options, under each client library's own key names."""
+        values: dict[str, object | None] = {
+            "bootstrap": None,  # filled per spelling below
+            "protocol": self.kafka_security_protocol.value,
+            "mechanism": self.kafka_sasl_mechanism.value if self.kafka_sasl_mechanism else None,
+            "username": self.kafka_sasl_username if self.kafka_sasl_mechanism else None,
+            "password": (
+                self.kafka_sasl_password.get_secret_value()
+                if self.kafka_sasl_mechanism and self.kafka_sasl_password is not None
+                else None
+            ),
+            "cafile": str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+            "certfile": str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+            "keyfile": str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
         }
-        if self.kafka_sasl_mechanism:
-            opts["sasl_mechanism"] = self.kafka_sasl_mechanism.value
-            opts["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                opts["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        for key, value in (
-            ("ssl_cafile", self.kafka_ssl_cafile),
-            ("ssl_certfile", self.kafka_ssl_certfile),
-            ("ssl_keyfile", self.kafka_ssl_keyfile),
-        ):
-            if value is not None:
-                opts[key] = str(value)
+        return {spelling[k]: v for k, v in values.items() if v is not None}
+
+    def kafka_python_options(self) -> dict[str, object]:
+        """Connection and security options in kafka-python's spelling."""
+        opts = self._client_options(_KAFKA_PYTHON)
+        opts["bootstrap_servers"] = self.bootstrap_servers
         return opts
 
     def librdkafka_options(self) -> dict[str, object]:
         """Connection and security options in librdkafka's spelling (confluent-kafka)."""
-        return _librdkafka(self)
+        opts = self._client_options(_LIBRDKAFKA)
+        opts["bootstrap.servers"] = self.kafka_bootstrap
+        return opts
 
 
-def _librdkafka(settings: Settings) -> dict[str, object]:
-    opts: dict[str, object] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": settings.kafka_security_protocol.value,
-    }
-    if settings.kafka_sasl_mechanism:
-        opts["sasl.mechanism"] = settings.kafka_sasl_mechanism.value
-        opts["sasl.username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            opts["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    for key, value in (
-        ("ssl.ca.location", settings.kafka_ssl_cafile),
-        ("ssl.certificate.location", settings.kafka_ssl_certfile),
-        ("ssl.key.location", settings.kafka_ssl_keyfile),
-    ):
-        if value is not None:
-            opts[key] = str(value)
-    return opts
+_KAFKA_PYTHON = {
+    "bootstrap": "bootstrap_servers", "protocol": "security_protocol",
+    "mechanism": "sasl_mechanism", "username": "sasl_plain_username",
+    "password": "sasl_plain_password", "cafile": "ssl_cafile",
+    "certfile": "ssl_certfile", "keyfile": "ssl_keyfile",
+}  # fmt: skip
+_LIBRDKAFKA = {
+    "bootstrap": "bootstrap.servers", "protocol": "security.protocol",
+    "mechanism": "sasl.mechanism", "username": "sasl.username", "password": "sasl.password",
+    "cafile": "ssl.ca.location", "certfile": "ssl.certificate.location",
+    "keyfile": "ssl.key.location",
+}  # fmt: skip
 
 
 def load_settings(**overrides: object) -> Settings:

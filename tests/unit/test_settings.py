@@ -85,3 +85,35 @@ def test_faust_ignores_its_own_environment_variables(
     assert str(conf.datadir).startswith(str(tmp_path))
     assert conf.topic_partitions == settings.partitions
     worker.executor.shutdown()
+
+
+def test_client_options_use_each_librarys_key_names() -> None:
+    s = load_settings(
+        kafka_bootstrap="a:1,b:2",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+        kafka_ssl_cafile="/etc/ca.pem",
+    )
+    assert s.kafka_python_options() == {
+        "bootstrap_servers": ["a:1", "b:2"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "pw",
+        "ssl_cafile": "/etc/ca.pem",
+    }
+    assert s.librdkafka_options() == {
+        "bootstrap.servers": "a:1,b:2",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "svc",
+        "sasl.password": "pw",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+    plain = load_settings(kafka_bootstrap="h:9")
+    assert plain.librdkafka_options() == {
+        "bootstrap.servers": "h:9",
+        "security.protocol": "PLAINTEXT",
+    }
