@@ -43,7 +43,7 @@ def register(w: Worker) -> None:
     async def track_interest(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_window_seconds):
             try:
-                await handle_batch(w, stream, events, throttled=throttled)
+                await handle_batch(w, events, throttled=throttled)
             except Exception:
                 # take_events acks what it yielded even when the loop body fails: take the
                 # batch back out, so the commit stops before it. The supervisor then stops the
@@ -105,7 +105,7 @@ def register(w: Worker) -> None:
                     w.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
 
-async def handle_batch(w: Worker, stream: Any, events: Sequence[Any], *, throttled: bool) -> None:
+async def handle_batch(w: Worker, events: Sequence[Any], *, throttled: bool) -> None:
     """One micro-batch: decode, update profiles, score, publish, write profiles."""
     now = time.time()
     events, filled = await in_offset_order(w, events)
