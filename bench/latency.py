@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -179,6 +180,7 @@ def run(
     templates_src: list[tuple[bytes, bytes]],
     rates: list[tuple[float, str]],
     seconds: float,
+    worker_class: Callable[[dict[str, str], Path], WorkerProcess] = WorkerProcess,
 ) -> list[Phase]:
     """Start one worker, warm it up, then offer each rate in turn."""
     tag = unique("latency")
@@ -194,7 +196,7 @@ def run(
         data_dir=setup.home / "data" / tag,
         input_topic=topic,
     )
-    worker = WorkerProcess(env, setup.home / "logs" / f"{tag}.log").start()
+    worker = worker_class(env, setup.home / "logs" / f"{tag}.log").start()
     tap = ScoreTap(setup.bootstrap, scores)
     phases = []
     try:

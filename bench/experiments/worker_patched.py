@@ -28,6 +28,10 @@ patches with ``BENCH_WORKER_PATCHES`` (comma separated):
 * ``max_poll_records``: pass ``broker_max_poll_records=$BENCH_MAX_POLL_RECORDS`` (default
   10000) to Faust instead of ``max(500, 2 * batch_max)``; the agent's batches stay the same.
   With ``BENCH_STREAM_BUFFER_MAXSIZE`` also ``stream_buffer_maxsize`` (default: unchanged).
+* ``fetch_batching``: every aiokafka consumer of the worker asks the broker to hold a fetch
+  until ``$BENCH_FETCH_MIN_BYTES`` (default 65536) are there or ``$BENCH_FETCH_MAX_WAIT_MS``
+  (default 10) passed. Faust leaves ``fetch_min_bytes`` at 1, so when events trickle in
+  every fetch returns a few records and the next one goes out at once.
 * ``dict_state``: keep profiles in a Python dict instead of the Faust RocksDB table (no
   changelog, no persistence: NOT a fix, it measures what the table costs).
 """
@@ -43,6 +47,7 @@ from typing import Any
 
 PATCHES = {p.strip() for p in os.environ.get("BENCH_WORKER_PATCHES", "").split(",") if p.strip()}
 KNOWN = {
+    "fetch_batching",
     "quiet_prometheus",
     "no_faust_prometheus",
     "noop_monitor",
@@ -191,6 +196,19 @@ def apply() -> None:
 
     if "fast_recovery" in PATCHES:
         _patch_recovery()
+    if "fetch_batching" in PATCHES:
+        import aiokafka
+
+        min_bytes = int(os.environ.get("BENCH_FETCH_MIN_BYTES", "65536"))
+        max_wait = int(os.environ.get("BENCH_FETCH_MAX_WAIT_MS", "10"))
+        consumer_init = aiokafka.AIOKafkaConsumer.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_min_bytes"] = min_bytes
+            kwargs["fetch_max_wait_ms"] = max_wait
+            consumer_init(self, *args, **kwargs)
+
+        aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
     if "max_poll_records" in PATCHES:
         import faust
 
