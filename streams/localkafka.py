@@ -288,12 +288,12 @@ class LocalKafka:
         if pid is None:
             self._pid_file.unlink(missing_ok=True)
             return False
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.05)
         self._pid_file.unlink(missing_ok=True)
@@ -303,7 +303,7 @@ class LocalKafka:
         """SIGKILL the broker at once (failure tests)."""
         pid = self._pid()
         if pid is not None:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.05)
 
@@ -339,7 +339,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal a process group (as started with start_new_session), or the process alone."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

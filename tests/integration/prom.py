@@ -13,10 +13,8 @@ without leaving a process behind::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -30,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.localkafka import free_port
+from streams.localkafka import free_port, signal_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -207,11 +205,11 @@ class PrometheusServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=timeout)
 
     def cleanup(self) -> None:
@@ -308,14 +306,6 @@ class PrometheusServer:
         """Every loaded rule, flattened across groups (with ``health`` and ``lastError``)."""
         groups = self.api("rules")["groups"]
         return [rule for group in groups for rule in group["rules"]]
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 # Panels whose queries must return data whenever a worker scores traffic (title prefixes).

@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import load_settings
-from streams.topics import create_topics
-from tests.bundles import make_bundle, point
 from tests.integration.harness import WorkerProcess, click_events, produce
 from tests.integration.prom import (
     LIVE_PANELS,
@@ -31,6 +28,7 @@ from tests.integration.prom import (
     dashboard_expressions,
     is_finite,
 )
+from tests.integration.test_worker import make_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,25 +40,6 @@ StartLoad = Callable[[dict[str, str], Path], None]
 def _needs_prometheus() -> None:
     if shutil.which("prometheus") is None:
         pytest.skip("`prometheus` is not installed (apt-get install prometheus; .ci/run does)")
-
-
-def _env(bootstrap: str, tmp_path: Path, unique: str) -> dict[str, str]:
-    current = tmp_path / "models" / "current"
-    current.parent.mkdir(parents=True)
-    point(current, make_bundle(tmp_path / "models" / "bundles" / "v1", "prom-test-v1", seed=3))
-    return {
-        "INTENTFLOW_KAFKA_BOOTSTRAP": bootstrap,
-        "INTENTFLOW_TOPIC_EVENTS": f"events-{unique}",
-        "INTENTFLOW_TOPIC_SCORES": f"scores-{unique}",
-        "INTENTFLOW_TOPIC_DLQ": f"dlq-{unique}",
-        # The app id is the consumer group; Faust's sensors keep the fixed `intentflow_`
-        # prefix (streams.app passes name_prefix), so the dashboard's names do not change.
-        "INTENTFLOW_APP_ID": f"app-{unique}",
-        "INTENTFLOW_PARTITIONS": "4",
-        "INTENTFLOW_MODEL_PATH": str(current),
-        "INTENTFLOW_DATA_DIR": str(tmp_path / "worker-data"),
-        "INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS": "15",
-    }
 
 
 def _produce_forever(bootstrap: str, topic: str, stop: threading.Event) -> None:
@@ -128,8 +107,8 @@ def _clean_env() -> dict[str, str]:
 def test_every_dashboard_and_alert_expression_on_a_real_worker(
     bootstrap: str, tmp_path: Path, unique: str, load: StartLoad
 ) -> None:
-    env = _env(bootstrap, tmp_path, unique)
-    create_topics(load_settings(**{k[len("INTENTFLOW_") :].lower(): v for k, v in env.items()}))
+    stack = make_stack(bootstrap, tmp_path, unique)  # topics, a test bundle, the env
+    env = dict(stack.env, INTENTFLOW_DATA_DIR=str(tmp_path / "worker-data"))
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         worker.wait_ready(timeout=120)
@@ -165,7 +144,7 @@ def test_every_dashboard_and_alert_expression_on_a_real_worker(
             assert {s.labels["topic"] for s in lag} == {env["INTENTFLOW_TOPIC_EVENTS"]}
             assert {s.labels["partition"] for s in lag} == {"0", "1", "2", "3"}
             models = results["dashboard: Model served per worker [A]"]
-            assert [s.labels["model_version"] for s in models] == ["prom-test-v1"]
+            assert [s.labels["model_version"] for s in models] == ["test-v1"]
             assert results["dashboard: variable instance"][0].labels["instance"] == target
             ready = results["dashboard: Workers up / ready [B]"]
             assert ready and ready[0].value == 1
