@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-packages
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[train,dev,bench]'
@@ -20,7 +20,60 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 .PHONY: setup
-setup: $(STAMP) ## Create .venv, install everything and resolve the Kafka jars (idempotent)
+setup: $(STAMP) kustomize ## System packages, .venv, Kafka jars, kustomize: everything (idempotent)
+
+# Commands the suite and the demo need, as command:Debian package. The JDK and Maven run the local
+# Kafka broker; promtool and prometheus check and run the Prometheus files; docker-compose
+# validates docker-compose.yml (no Docker engine needed).
+SYSTEM_PACKAGES := java:openjdk-17-jre-headless mvn:maven promtool:prometheus \
+	prometheus:prometheus docker-compose:docker-compose
+
+.PHONY: system-packages
+system-packages: ## Install missing system packages (root with apt-get), or print the command to run
+	@missing=$$(for pair in $(SYSTEM_PACKAGES); do \
+	    command -v "$${pair%%:*}" >/dev/null 2>&1 || echo "$${pair#*:}"; \
+	  done | sort -u | tr '\n' ' ' | sed 's/ $$//'); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages: $$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages: $$missing. Install them, then run make setup again:" >&2; \
+	    echo "  sudo apt-get install -y --no-install-recommends $$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@# Debian's prometheus package starts a server on :9090 as user prometheus; tests run their own.
+	@if pgrep -x -u prometheus prometheus >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "stopping the Debian prometheus service (the tests start their own servers)"; \
+	    systemctl stop prometheus 2>/dev/null || service prometheus stop >/dev/null 2>&1 || \
+	      pkill -x -u prometheus prometheus || true; \
+	  else \
+	    echo "note: the Debian prometheus service is running; stop it: sudo systemctl stop prometheus" >&2; \
+	  fi; \
+	fi
+
+# deploy/kubernetes is rendered with kubectl's built-in kustomize, or with kustomize itself, built
+# with Go into .venv/bin when neither is installed.
+KUBECTL ?= kubectl
+KUSTOMIZE_VERSION := v5.5.0
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+
+.PHONY: kustomize
+kustomize: $(STAMP) ## Make sure kubectl or kustomize can render deploy/kubernetes
+	@if command -v $(KUBECTL) >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 || \
+	  test -x $(VENV)/bin/kustomize; then exit 0; fi; \
+	if [ -x "$(GO)" ]; then \
+	  echo "kubectl is missing: installing kustomize $(KUSTOMIZE_VERSION) into $(VENV)/bin (go install)"; \
+	  GOBIN="$(abspath $(VENV))/bin" "$(GO)" install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); \
+	else \
+	  echo "neither kubectl nor kustomize is installed, and there is no Go to build kustomize:" >&2; \
+	  echo "  install kubectl, or Go (then make setup builds kustomize $(KUSTOMIZE_VERSION))" >&2; \
+	  exit 1; \
+	fi
 
 .PHONY: test
 test: setup ## Run the whole suite (starts its own Kafka broker)
@@ -55,6 +108,13 @@ bench: setup ## Benchmarks on their own Kafka broker (BENCH_EVENTS, BENCH_REPEAT
 .PHONY: clean
 clean: ## Remove caches and local state (not the venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var build
+
+.PHONY: k8s-render k8s-alerts
+k8s-render: kustomize ## Print the Kubernetes manifests of deploy/kubernetes
+	@if command -v $(KUBECTL) >/dev/null 2>&1; then $(KUBECTL) kustomize deploy/kubernetes; \
+	else PATH="$(CURDIR)/$(VENV)/bin:$$PATH" kustomize build deploy/kubernetes; fi
+k8s-alerts: setup ## Regenerate deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.yml
+	$(PY) deploy/kubernetes/sync_alerts.py
 
 DEMO_SECONDS ?= 0
 DEMO_DATA ?= sim
