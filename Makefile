@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | system-packages
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[train,dev,bench]'
-	$(PY) -c "from streams.localkafka import ensure_jars; ensure_jars(quiet=True)"
+	$(PY) -c "from streams.devtools.localkafka import ensure_jars; ensure_jars(quiet=True)"
 	@touch $(STAMP)
 
 .PHONY: setup

@@ -21,11 +21,11 @@ import uuid
 from itertools import islice
 from pathlib import Path
 
-from streams.localkafka import LocalKafka, free_port
+from streams.devtools.localkafka import LocalKafka, free_port
+from streams.kafka.topics import create_topics
 from streams.settings import load_settings
-from streams.simulate import generate
-from streams.simulate.sinks import produce
-from streams.topics import create_topics
+from streams.sources.simulate import generate
+from streams.sources.simulate.sinks import produce
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulator.json"
 

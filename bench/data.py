@@ -1,8 +1,8 @@
 """Benchmark input: simulated clickstream.v1 events, and variants of them for each scenario.
 
-The simulator's Python API (``streams.simulate.generate``) is used when it is importable; else
-a small generator of valid events with the same shape (sessions of views and clicks, some
-carts and purchases, skewed users and categories) stands in, and the results say so.
+The simulator's Python API (``streams.sources.simulate.generate``) is used when it is importable;
+else a small generator of valid events with the same shape (sessions of views and clicks, some carts
+and purchases, skewed users and categories) stands in, and the results say so.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def generate(n: int, users: int, seed: int = 7) -> Dataset:
     """``n`` valid events from a population of ``users`` shoppers."""
     started = time.perf_counter()
     try:
-        from streams.simulate import generate as simulate
+        from streams.sources.simulate import generate as simulate
     except ImportError:
         records = list(itertools.islice(_fallback(users, seed), n))
         source = "fallback"

@@ -22,8 +22,7 @@ from typing import Any
 import orjson
 
 from bench import kafkautil
-from bench.procs import CpuMeter, Proc, child_env, module_command, unique
-from streams.localkafka import free_port
+from bench.procs import CpuMeter, Proc, module_command, unique
 from tests.integration.harness import WorkerProcess
 
 SYSTEMS = ("passthrough", "worker", "plain_loop", "quix")
@@ -172,35 +171,17 @@ def launch(setup: Setup, system: str, output: str, tag: str) -> Launched:
         "--batch-max",
         str(setup.batch_max),
     ]
-    if system == "worker":
+    if system == "worker" or system.startswith("worker@"):
+        # A worker variant is a set of settings: worker@INTENTFLOW_X=1@INTENTFLOW_Y=2
+        _, *overrides = system.split("@")
         (setup.home / "data").mkdir(parents=True, exist_ok=True)
         env = worker_env(
             setup, app_id=unique("bench-worker"), scores=output, data_dir=setup.home / "data" / tag
         )
+        env.update(o.split("=", 1) for o in overrides)  # type: ignore[arg-type]
         wp = WorkerProcess(env, logs / f"{tag}.log")
         launched_at = time.time()
         return Launched(wp.start(), launched_at)
-    if system.startswith("worker+"):  # a candidate fix: bench/experiments/worker_patched.py
-        (setup.home / "data").mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        env = worker_env(
-            setup,
-            app_id=unique("bench-worker"),
-            scores=output,
-            data_dir=setup.home / "data" / tag,
-            INTENTFLOW_WEB_PORT=str(port),
-            INTENTFLOW_WEB_HOST="127.0.0.1",
-        )
-        name, *overrides = system.split("@")  # worker+patch,patch@VAR=value@...
-        env["BENCH_WORKER_PATCHES"] = name.split("+", 1)[1]
-        env.update(o.split("=", 1) for o in overrides)  # type: ignore[arg-type]
-        proc = Proc(
-            module_command("bench.experiments.worker_patched"),
-            logs / f"{tag}.log",
-            env=child_env(env),
-        )
-        launched_at = time.time()
-        return Launched(proc.start(), launched_at, f"http://127.0.0.1:{port}/readyz")
     if system == "passthrough":
         cmd = module_command("bench.systems.passthrough", *common)
     elif system == "plain_loop":

@@ -26,7 +26,7 @@ from typing import Any
 from bench import data, drain, kafkautil, latency, profiling, report, simulator_rate, state
 from bench.config import Config
 from bench.procs import REPO_ROOT, child_env, module_command
-from streams.localkafka import LocalKafka, free_port
+from streams.devtools.localkafka import LocalKafka, free_port
 
 T0 = time.monotonic()
 
@@ -428,7 +428,7 @@ def run_in_snapshot() -> int | None:
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO_ROOT,
                              capture_output=True, check=True).stdout  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    for shared in (".cache", "models"):  # the Kafka jars; the served model (not in git)
+    for shared in ("models",):  # the served model (not in git); jars live in ~/.cache
         if (REPO_ROOT / shared).exists():
             (dest / shared).symlink_to(REPO_ROOT / shared)
     out = Config.from_env().out_dir

@@ -3,7 +3,7 @@
 Bundles do not store the Keras model, so this trains a small one through the training code
 path (``model_export``: PPMI+SVD embeddings, the point-in-time dataset, ``build_model``,
 ``export_onnx``) on simulated events, writes it as a bundle, loads that with the worker's own
-``streams.scoring.load_bundle``, and checks that Keras and onnxruntime agree within 1e-5 before
+``streams.model.bundle.load_bundle``, and checks that Keras and onnxruntime agree within 1e-5 before
 timing anything. TensorFlow and onnxruntime both get one intra-op thread (the worker's
 ``INTENTFLOW_ONNX_THREADS`` default). Run as its own process: ``python -m bench.scoring``.
 """
@@ -81,8 +81,8 @@ def main() -> None:
     from model_export.dataset import build_dataset, sort_events
     from model_export.embeddings import learn_embeddings
     from streams import features
-    from streams.events import Rejection, decode_event
-    from streams.scoring import load_bundle
+    from streams.contracts.events import Rejection, decode_event
+    from streams.model.bundle import BundleWriter, load_bundle
 
     t0 = time.perf_counter()
     decoded = [decode_event(line.rstrip(b"\n")) for line in args.events.open("rb")]
@@ -106,19 +106,17 @@ def main() -> None:
     model.fit(X, y, epochs=args.epochs, batch_size=256, verbose=0, shuffle=True)
     t_train = time.perf_counter() - t0
 
-    out_dir = args.bundle_out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(
-        model,
-        out_dir / "model.onnx",
-        metadata={
-            "feature_spec_hash": features.FEATURE_SPEC.hash,
-            "feature_version": features.FEATURE_SPEC.version,
-        },
-    )
-    embeddings.save(out_dir / "embeddings.npz")
-    (out_dir / "metadata.json").write_text(
-        json.dumps(
+    with BundleWriter(args.bundle_out) as writer:
+        export_onnx(
+            model,
+            writer.model_path,
+            metadata={
+                "feature_spec_hash": features.FEATURE_SPEC.hash,
+                "feature_version": features.FEATURE_SPEC.version,
+            },
+        )
+        writer.write_embeddings(embeddings)
+        out_dir = writer.publish(
             {
                 "model_version": "bench-keras-small",
                 "feature_version": features.FEATURE_SPEC.version,
@@ -128,7 +126,6 @@ def main() -> None:
                 "note": "trained by bench/scoring.py on simulated events (model_export code path)",
             }
         )
-    )
     bundle = load_bundle(out_dir, threads=1)
 
     check_rows = X[:4096]

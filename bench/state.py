@@ -1,7 +1,7 @@
 """Scenario 4: profile size, and the worker's memory, disk and throughput as users grow.
 
 Profile bytes per user come from replaying simulated histories through the pure feature code
-and ``streams.state.encode_stored`` (exactly what the worker stores).
+and ``streams.processing.envelope.encode_stored`` (exactly what the worker stores).
 
 Scale: a worker must hold S users. Pushing S users through the worker one event at a time
 takes S / (drain rate) seconds, too long for 1M users in the time budget, so the profile
@@ -36,8 +36,8 @@ from bench import kafkautil
 from bench.drain import Launched, Setup, wait_for_outputs, worker_env
 from bench.procs import dir_size_mb, unique
 from streams import features
-from streams.events import Rejection, decode_event
-from streams.state import StoredProfile, encode_stored
+from streams.contracts.events import Rejection, decode_event
+from streams.processing.envelope import StoredProfile, encode_stored
 from tests.integration.harness import WorkerProcess
 
 
@@ -66,7 +66,7 @@ def size_stats(sizes: list[int]) -> dict[str, float]:
 def long_histories(users: int, days: float, seed: int = 11) -> tuple[list[bytes], Any]:
     """Payloads of ``users`` simulated shoppers over ``days``, ending at the simulator's
     default start (so the benchmark's events come after these histories)."""
-    from streams.simulate import DEFAULT_START, generate
+    from streams.sources.simulate import DEFAULT_START, generate
 
     start = DEFAULT_START - timedelta(days=days)
     stream = generate(users, days * 86_400.0, seed, start=start)

@@ -1,7 +1,7 @@
 """``intentflow train`` and ``intentflow evaluate``.
 
 Importing this module is cheap: TensorFlow loads only inside ``train``, and ``evaluate`` never
-loads it (it scores with onnxruntime through ``streams.scoring``).
+loads it (it scores with onnxruntime through ``streams.model.bundle``).
 """
 
 from __future__ import annotations

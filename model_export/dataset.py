@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from streams.contracts.events import ClickEvent, Rejection, decode_event
 from streams.errors import DataError
-from streams.events import ClickEvent, Rejection, decode_event
 from streams.features import (
     FEATURE_NAMES,
     CategoryEmbeddings,

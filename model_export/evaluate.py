@@ -1,6 +1,6 @@
 """Evaluate an existing bundle on an event log, the way the worker would score it.
 
-onnxruntime (through ``streams.scoring``) and numpy only: no TensorFlow, no scikit-learn. The
+onnxruntime (through ``streams.model.bundle``) and numpy only: no TensorFlow, no scikit-learn. The
 baselines are re-applied from the parameters stored in the bundle's metadata.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from model_export import baselines, metrics
 from model_export.dataset import build_dataset, read_events, read_truth
 from streams.errors import DataError, ModelCorruptError
-from streams.scoring import load_bundle
+from streams.model.bundle import load_bundle
 
 PREDICT_CHUNK = 65_536
 

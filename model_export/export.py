@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf2onnx
 
 from streams.errors import ExportParityError
-from streams.scoring import INPUT_NAME, OUTPUT_NAME
+from streams.model.bundle import INPUT_NAME, OUTPUT_NAME
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import sklearn
 import tensorflow as tf
 import tf2onnx
 
-from model_export import baselines, bundle, fit_baselines, metrics, report
+from model_export import baselines, fit_baselines, metrics, report
 from model_export.dataset import (
     Dataset,
     build_dataset,
@@ -45,7 +44,7 @@ from model_export.embeddings import learn_embeddings
 from model_export.export import OPSET, PARITY_TOLERANCE, check_parity, export_onnx, onnx_predict
 from streams.errors import DataError
 from streams.features import EMBEDDING_DIM, FEATURE_NAMES, FEATURE_SPEC
-from streams.scoring import EMBEDDINGS_FILE, INPUT_NAME, METADATA_FILE, MODEL_FILE, OUTPUT_NAME
+from streams.model.bundle import EMBEDDINGS_FILE, INPUT_NAME, OUTPUT_NAME, BundleWriter
 
 EARLY_STOPPING_FRACTION = 0.15
 CLASS_WEIGHTING = "none (calibrated probabilities); output bias initialised to the train log-odds"
@@ -207,10 +206,9 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     p_lr = baselines.predict_logistic_regression(lr_params, val.X)
     p_heuristic = baselines.predict_heuristic(heuristic_params, val.X)
 
-    staged = bundle.staging_dir(cfg.out)
-    try:
+    with BundleWriter(cfg.out) as writer:
         t0 = time.perf_counter()
-        model_path = staged / MODEL_FILE
+        model_path = writer.model_path
         export_onnx(
             model,
             model_path,
@@ -224,9 +222,9 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         t_export = time.perf_counter() - t0
         log(f"exported ONNX opset {OPSET}; parity max |diff| {max_diff:.2e} on {len(val)} rows")
 
-        embeddings.save(staged / EMBEDDINGS_FILE)
+        writer.write_embeddings(embeddings)
         created = datetime.now(UTC)
-        model_version = f"{created:%Y%m%dT%H%M%SZ}-{bundle.sha256_file(model_path)[:8]}"
+        model_version = f"{created:%Y%m%dT%H%M%SZ}-{writer.model_digest()[:8]}"
         validation = metrics.summary(val.y, p_onnx)  # what the worker will serve
         scores = {"model": p_onnx, "logistic_regression": p_lr, "heuristic": p_heuristic}
         if truth is not None:
@@ -307,15 +305,9 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
             },
             "versions": _versions(),
         }
-        report.write_report(staged, metadata, val.y, scores)
+        report.write_report(writer.staged, metadata, val.y, scores)
         metadata["timings"]["total_seconds"] = round(time.perf_counter() - t_start, 3)
-        bundle.write_json(staged / METADATA_FILE, metadata)
-        out = bundle.publish(staged, Path(str(cfg.out).replace("{model_version}", model_version)))
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    if cfg.link is not None:
-        bundle.point_link(cfg.link, out)
+        out = writer.publish(metadata, link=cfg.link)
     return TrainResult(out, metadata)
 
 

@@ -14,15 +14,27 @@ from streams.errors import IntentflowError
 
 # name -> "module:attribute" of a click command. Each module owns its own options.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "kafka": ("streams.cli_kafka:kafka", "Run a local Kafka broker (start, stop, status)."),
-    "topics": ("streams.cli_kafka:topics", "Create the input, scores and dead-letter topics."),
-    "simulate": ("streams.simulator:simulate_command", "Simulate shoppers' clickstreams."),
-    "import-taobao": ("streams.taobao:import_taobao_command", "Convert the Taobao sample."),
+    "kafka": (
+        "streams.devtools.cli_kafka:kafka",
+        "Run a local Kafka broker (start, stop, status).",
+    ),
+    "topics": (
+        "streams.devtools.cli_kafka:topics",
+        "Create the input, scores and dead-letter topics.",
+    ),
+    "simulate": (
+        "streams.sources.simulate.cli:simulate_command",
+        "Simulate shoppers' clickstreams.",
+    ),
+    "import-taobao": ("streams.sources.taobao:import_taobao_command", "Convert the Taobao sample."),
     "train": ("model_export.cli:train_command", "Train, export and verify a model bundle."),
     "evaluate": ("model_export.cli:evaluate_command", "Evaluate a bundle on an event log."),
-    "worker": ("streams.worker:worker_command", "Run the scoring worker (Faust)."),
-    "scores": ("streams.tail:scores_command", "Tail the scores topic."),
-    "demo": ("streams.demo:demo_command", "Run the whole pipeline locally with live traffic."),
+    "worker": ("streams.worker.command:worker_command", "Run the scoring worker (Faust)."),
+    "scores": ("streams.kafka.tail:scores_command", "Tail the scores topic."),
+    "demo": (
+        "streams.devtools.demo:demo_command",
+        "Run the whole pipeline locally with live traffic.",
+    ),
 }
 
 

@@ -143,50 +143,6 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap.split(",")
 
-    def _client_options(self, spelling: dict[str, str]) -> dict[str, object]:
-        """Connection and security options, under each client library's own key names."""
-        values: dict[str, object | None] = {
-            "bootstrap": None,  # filled per spelling below
-            "protocol": self.kafka_security_protocol.value,
-            "mechanism": self.kafka_sasl_mechanism.value if self.kafka_sasl_mechanism else None,
-            "username": self.kafka_sasl_username if self.kafka_sasl_mechanism else None,
-            "password": (
-                self.kafka_sasl_password.get_secret_value()
-                if self.kafka_sasl_mechanism and self.kafka_sasl_password is not None
-                else None
-            ),
-            "cafile": str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
-            "certfile": str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
-            "keyfile": str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
-        }
-        return {spelling[k]: v for k, v in values.items() if v is not None}
-
-    def kafka_python_options(self) -> dict[str, object]:
-        """Connection and security options in kafka-python's spelling."""
-        opts = self._client_options(_KAFKA_PYTHON)
-        opts["bootstrap_servers"] = self.bootstrap_servers
-        return opts
-
-    def librdkafka_options(self) -> dict[str, object]:
-        """Connection and security options in librdkafka's spelling (confluent-kafka)."""
-        opts = self._client_options(_LIBRDKAFKA)
-        opts["bootstrap.servers"] = self.kafka_bootstrap
-        return opts
-
-
-_KAFKA_PYTHON = {
-    "bootstrap": "bootstrap_servers", "protocol": "security_protocol",
-    "mechanism": "sasl_mechanism", "username": "sasl_plain_username",
-    "password": "sasl_plain_password", "cafile": "ssl_cafile",
-    "certfile": "ssl_certfile", "keyfile": "ssl_keyfile",
-}  # fmt: skip
-_LIBRDKAFKA = {
-    "bootstrap": "bootstrap.servers", "protocol": "security.protocol",
-    "mechanism": "sasl.mechanism", "username": "sasl.username", "password": "sasl.password",
-    "cafile": "ssl.ca.location", "certfile": "ssl.certificate.location",
-    "keyfile": "ssl.key.location",
-}  # fmt: skip
-
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once and validate it, or raise one ConfigError naming the variables.

@@ -7,14 +7,12 @@ Keras model. Different seeds give different weights and so different probabiliti
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from streams.features import EMBEDDING_DIM, FEATURE_SPEC, CategoryEmbeddings
-from streams.scoring import INPUT_NAME, OUTPUT_NAME
+from streams.model.bundle import INPUT_NAME, OUTPUT_NAME, BundleWriter, point_link
 
 
 def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
@@ -40,12 +38,11 @@ def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.onnx").write_bytes(model.SerializeToString())
     ids = [f"c{i:04d}" for i in range(50)]
-    CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))).save(directory / "embeddings.npz")
-    (directory / "metadata.json").write_text(
-        json.dumps(
+    with BundleWriter(directory) as writer:
+        writer.model_path.write_bytes(model.SerializeToString())
+        writer.write_embeddings(CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))))
+        writer.publish(
             {
                 "model_version": version,
                 "feature_version": FEATURE_SPEC.version,
@@ -55,14 +52,9 @@ def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
                 "note": "test bundle: logistic weights drawn from a seeded RNG",
             }
         )
-    )
     return directory
 
 
 def point(link: Path, target: Path) -> None:
     """Atomically point the ``link`` symlink at ``target`` (how a model is rolled)."""
-    tmp = link.with_name(link.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(os.path.relpath(target, link.parent))
-    os.replace(tmp, link)
+    point_link(link, target)

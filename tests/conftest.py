@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import LocalKafka, free_port
+from streams.devtools.localkafka import LocalKafka, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO_ROOT / "schemas"
-TAOBAO_CSV = REPO_ROOT.parent / "shared" / "data" / "taobao" / "user_behavior_815_users.csv"
+TAOBAO_CSV = REPO_ROOT / "data" / "taobao" / "user_behavior_815_users.csv"
 
 
 @pytest.fixture(scope="session")

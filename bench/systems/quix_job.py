@@ -1,9 +1,10 @@
 """The worker's job in Quix Streams 3.x: a stateful ``StreamingDataFrame``.
 
-Per message, in a ``stateful=True`` apply (Quix keeps one state per message key, in RocksDB
-with a changelog topic, like the worker's Faust table): decode with
-``streams.events.decode_event``, read the user's profile from state, ``streams.features.update``
-it and write it back (``encode_profile`` bytes, stored as they are). Then score, two ways:
+Per message, in a ``stateful=True`` apply (Quix keeps one state per message key, in RocksDB with a
+changelog topic, like the worker's Faust table): decode with
+``streams.contracts.events.decode_event``, read the user's profile from state,
+``streams.features.update`` it and write it back (``encode_profile`` bytes, stored as they are).
+Then score, two ways:
 
 * ``--mode batched`` (the default): a ``BatchingSink``. Quix hands a sink everything a
   checkpoint processed, per partition; the sink scores it in chunks of ``--batch-max`` with one
@@ -30,9 +31,9 @@ from quixstreams.utils.json import dumps as json_dumps
 from quixstreams.utils.json import loads as json_loads
 
 from streams import features
-from streams.events import Rejection, decode_event
-from streams.pipeline import Row, encode_scores
-from streams.scoring import ModelBundle, load_bundle
+from streams.contracts.events import Rejection, decode_event
+from streams.model.bundle import ModelBundle, load_bundle
+from streams.processing.step import Row, encode_scores
 
 PROFILE = "profile"
 

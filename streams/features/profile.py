@@ -55,7 +55,7 @@ _MAGIC = b"ip"
 
 
 class EventLike(Protocol):
-    """What the feature code reads from an event (``streams.events.ClickEvent`` fits)."""
+    """What the feature code reads from an event (``streams.contracts.events.ClickEvent`` fits)."""
 
     @property
     def event_id(self) -> str: ...

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from streams.events import ClickEvent, ErrorClass, Rejection, decode_event
+from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
 from tests.conftest import SCHEMAS
 
 SCHEMA = json.loads((SCHEMAS / "clickstream.v1.json").read_text())

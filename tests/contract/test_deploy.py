@@ -21,8 +21,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import Metrics
 from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.worker.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -37,7 +37,7 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "intentflow.yml"
 
 WORKER_JOB = "intentflow-worker"
-# streams.app passes this name_prefix to faust's setup_prometheus_sensors.
+# streams.worker.app passes this name_prefix to faust's setup_prometheus_sensors.
 FAUST_PREFIX = "intentflow"
 # Series Prometheus itself makes: `up` per target, `ALERTS` per pending or firing alert.
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}

@@ -15,16 +15,9 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from streams.events import (
-    ClickEvent,
-    DeadLetter,
-    ErrorClass,
-    EventType,
-    PurchaseScore,
-    Rejection,
-    TopCategory,
-    decode_event,
-)
+from streams.contracts.dead_letters import DeadLetter
+from streams.contracts.events import ClickEvent, ErrorClass, EventType, Rejection, decode_event
+from streams.contracts.scores import PurchaseScore, TopCategory
 from tests.conftest import SCHEMAS
 
 FILES = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.localkafka import free_port
+from streams.devtools.localkafka import free_port
 
 
 @dataclass

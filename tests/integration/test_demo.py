@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import free_port
+from streams.devtools.localkafka import free_port
 from tests.bundles import make_bundle, point
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from model_export.dataset import replay_features
-from streams.events import ClickEvent, decode_event
-from streams.scoring import load_bundle
-from streams.simulate.stream import SimRecord, generate
+from streams.contracts.events import ClickEvent, decode_event
+from streams.model.bundle import load_bundle
+from streams.sources.simulate.stream import SimRecord, generate
 from tests.conftest import SCHEMAS
 from tests.integration.harness import WorkerProcess, consume_until, produce, score_ids
 from tests.integration.test_worker import make_stack

@@ -9,12 +9,12 @@ from collections import Counter
 import pytest
 from kafka import KafkaConsumer
 
-from streams.events import ClickEvent, Rejection, decode_event
+from streams.contracts.events import ClickEvent, Rejection, decode_event
+from streams.kafka.topics import create_topics
 from streams.settings import load_settings
-from streams.simulate import generate
-from streams.simulate.corrupt import BadKind
-from streams.simulate.sinks import produce
-from streams.topics import create_topics
+from streams.sources.simulate import generate
+from streams.sources.simulate.corrupt import BadKind
+from streams.sources.simulate.sinks import produce
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import free_port
+from streams.devtools.localkafka import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The Prometheus test harness against a real ``prometheus`` server (no Kafka needed).
 
 Besides the harness itself, this runs every dashboard and alert expression on a real server
-that scrapes the worker's metric registry (``streams.metrics.Metrics`` plus Faust's sensors)
+that scrapes the worker's metric registry (``streams.worker.metrics.Metrics`` plus Faust's sensors)
 served over HTTP, so the PromQL is checked against the real exposition format before the
 worker exists. The same check against a real worker lives with the worker's integration tests.
 """
@@ -20,8 +20,8 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from streams.localkafka import free_port
-from streams.metrics import Metrics
+from streams.devtools.localkafka import free_port
+from streams.worker.metrics import Metrics
 from tests.integration.prom import (
     ALERTS,
     LIVE_PANELS,

@@ -9,8 +9,8 @@ import sys
 import orjson
 import pytest
 
+from streams.kafka.topics import create_topics
 from streams.settings import load_settings
-from streams.topics import create_topics
 from tests.integration.harness import produce
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from streams import features
-from streams.localkafka import LocalKafka, free_port
+from streams.devtools.localkafka import LocalKafka, free_port
+from streams.kafka.topics import create_topics
+from streams.processing.envelope import decode_stored
 from streams.settings import Settings, load_settings
-from streams.state import decode_stored
-from streams.topics import create_topics
 from tests.bundles import make_bundle, point
 from tests.integration.harness import (
     WorkerProcess,
@@ -135,7 +135,7 @@ def assert_profiles_match(stack: Stack, payloads: list[tuple[bytes, bytes]]) -> 
 
 def offline_profiles(payloads: list[tuple[bytes, bytes]]) -> dict[str, features.Profile]:
     """Profiles of an uninterrupted run: every event applied once, in order, per user."""
-    from streams.events import ClickEvent, decode_event
+    from streams.contracts.events import ClickEvent, decode_event
 
     out: dict[str, features.Profile] = {}
     for _, value in payloads:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.errors import ConfigError
+from streams.kafka.connection import connection
 from streams.settings import ScoringPolicy, Settings, load_settings
 
 
@@ -53,7 +54,7 @@ def test_sasl_needs_credentials_and_keeps_the_password_secret() -> None:
         kafka_sasl_password="hunter2",
     )
     assert "hunter2" not in repr(s)
-    assert s.kafka_python_options()["sasl_plain_password"] == "hunter2"
+    assert connection(s).kafka_python()["sasl_plain_password"] == "hunter2"
 
 
 def test_settings_are_frozen() -> None:
@@ -66,9 +67,9 @@ def test_faust_ignores_its_own_environment_variables(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     """BROKER_URL and friends must not silently override the settings object."""
-    from streams.app import create_app
-    from streams.metrics import Metrics
-    from streams.model_server import ModelServer
+    from streams.model.server import ModelServer
+    from streams.worker.app import create_app
+    from streams.worker.metrics import Metrics
 
     monkeypatch.setenv("BROKER_URL", "kafka://evil:9999")
     monkeypatch.setenv("WEB_PORT", "1")
@@ -76,7 +77,8 @@ def test_faust_ignores_its_own_environment_variables(
     settings = load_settings(kafka_bootstrap="127.0.0.1:9555", web_port=7001, data_dir=tmp_path)
     metrics = Metrics()
     worker = create_app(
-        settings, models=ModelServer(settings.model_path, threads=1, metrics=metrics),
+        settings,
+        models=ModelServer(settings.model_path, threads=1, on_outcome=metrics.model_outcome),
         metrics=metrics,
     )  # fmt: skip
     conf = worker.app.conf
@@ -96,7 +98,7 @@ def test_client_options_use_each_librarys_key_names() -> None:
         kafka_sasl_password="pw",
         kafka_ssl_cafile="/etc/ca.pem",
     )
-    assert s.kafka_python_options() == {
+    assert connection(s).kafka_python() == {
         "bootstrap_servers": ["a:1", "b:2"],
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "PLAIN",
@@ -104,7 +106,7 @@ def test_client_options_use_each_librarys_key_names() -> None:
         "sasl_plain_password": "pw",
         "ssl_cafile": "/etc/ca.pem",
     }
-    assert s.librdkafka_options() == {
+    assert connection(s).librdkafka() == {
         "bootstrap.servers": "a:1,b:2",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "PLAIN",
@@ -113,7 +115,7 @@ def test_client_options_use_each_librarys_key_names() -> None:
         "ssl.ca.location": "/etc/ca.pem",
     }
     plain = load_settings(kafka_bootstrap="h:9")
-    assert plain.librdkafka_options() == {
+    assert connection(plain).librdkafka() == {
         "bootstrap.servers": "h:9",
         "security.protocol": "PLAINTEXT",
     }

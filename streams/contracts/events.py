@@ -1,0 +1,208 @@
+"""clickstream.v1: the typed event, in agreement with ``schemas/clickstream.v1.json`` (a contract
+test holds them together), and its decoder.
+
+``decode_event`` is the one place where bytes become a ``ClickEvent``. It never raises: a bad
+payload becomes a ``Rejection`` whose ``error_class`` is a low-cardinality label and whose
+``reason`` names the field, what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+SCHEMA_VERSION: Final = "1"
+DEFAULT_MAX_EVENT_BYTES = 65_536
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+# RFC 3339 date-time, the schema's `format: date-time`. The offset is optional here only so
+# that a missing one is reported as a naive timestamp by the datetime validator below.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _rfc3339_syntax(value: Any) -> Any:
+    # pydantic alone also accepts "2025-01-06 10:00Z", "+0000" offsets and comma fractions,
+    # which the schema's date-time format rejects; the decoder must not be more lenient.
+    # Only text (or, from Python, a datetime) gets through; the lax parser after this check
+    # would otherwise take unix numbers too.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "Input should be an RFC 3339 date-time string")
+    if not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339_syntax",
+            "Input should be an RFC 3339 date-time with a timezone, like 2025-01-06T09:30:00Z",
+        )
+    return value
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON Schema's "integer" accepts 2.0 (a number with zero fraction); so does the decoder.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Lax after the check: a function validator hands the inner one a Python str, which a strict
+# datetime validator would refuse.
+Rfc3339Datetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_syntax), Field(strict=False)]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    SEARCH = "search"
+    ADD_TO_CART = "add_to_cart"
+    REMOVE_FROM_CART = "remove_from_cart"
+    FAVORITE = "favorite"
+    PURCHASE = "purchase"
+
+
+class ErrorClass(StrEnum):
+    """Why an event was rejected. Also the ``reason`` label of the DLQ metrics."""
+
+    OVERSIZED = "oversized"
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    UNSUPPORTED_VERSION = "unsupported_version"
+
+
+class ClickEvent(BaseModel):
+    """One clickstream.v1 event. Unknown extra fields are dropped at decode."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    schema_version: Literal["1"]
+    event_id: Id
+    user_id: Id
+    session_id: Id | None = None
+    event_type: EventType
+    item_id: Id | None = None
+    category_id: Id | None = None
+    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    quantity: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral_float)] | None = None
+    occurred_at: Rfc3339Datetime
+
+    @model_validator(mode="after")
+    def _item_required_unless_search(self) -> ClickEvent:
+        if self.event_type is not EventType.SEARCH:
+            for name in ("item_id", "category_id"):
+                if getattr(self, name) is None:
+                    raise PydanticCustomError(
+                        "required_for_event_type",
+                        "field `{field}` is required for event_type '{event_type}'",
+                        {"field": name, "event_type": self.event_type.value},
+                    )
+        return self
+
+    @property
+    def ts(self) -> float:
+        """Event time as unix seconds (what the feature code works in)."""
+        return self.occurred_at.timestamp()
+
+    def to_json(self) -> bytes:
+        """The canonical wire form (None fields left out)."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A payload that is not a valid clickstream.v1 event, and why."""
+
+    error_class: ErrorClass
+    reason: str
+
+
+# Pydantic error types -> our error classes. Anything not listed is an invalid value.
+_TYPE_ERRORS = frozenset(
+    {
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "datetime_type",
+        "enum_type",
+        "none_required",
+        "int_from_float",
+    }
+)
+
+
+def _classify(err: Any) -> ErrorClass:
+    kind = err["type"]
+    loc = err["loc"]
+    if kind == "json_invalid":
+        return ErrorClass.MALFORMED_JSON
+    if kind in {"model_type", "model_attributes_type"} and not loc:
+        return ErrorClass.NOT_AN_OBJECT
+    if kind in {"missing", "required_for_event_type"}:
+        return ErrorClass.MISSING_FIELD
+    if kind == "timezone_aware":
+        return ErrorClass.NAIVE_TIMESTAMP
+    if loc and loc[0] == "schema_version":
+        return ErrorClass.UNSUPPORTED_VERSION
+    if kind in _TYPE_ERRORS:
+        return ErrorClass.WRONG_TYPE
+    return ErrorClass.INVALID_VALUE
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    where = f"field `{loc}`: " if loc else ""
+    got = err.get("input")
+    if err["type"] in {"missing", "json_invalid", "required_for_event_type"} or isinstance(
+        got, dict | list
+    ):
+        return f"{where}{err['msg']}"
+    shown = repr(got)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{where}{err['msg']} (got {shown})"
+
+
+def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> ClickEvent | Rejection:
+    """Turn raw bytes into a ``ClickEvent``, or a ``Rejection`` that says exactly what is wrong.
+
+    Never raises. The order of checks matches the cost: size, encoding, then JSON and schema.
+    """
+    if len(raw) > max_bytes:
+        return Rejection(
+            ErrorClass.OVERSIZED, f"payload is {len(raw)} bytes; the limit is {max_bytes}"
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(
+            ErrorClass.NOT_UTF8,
+            f"payload is not UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}",
+        )
+    try:
+        return ClickEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        return Rejection(_classify(errors[0]), "; ".join(_describe(e) for e in errors))
+    except (ValueError, RecursionError) as exc:  # pragma: no cover - defensive: never raise
+        return Rejection(ErrorClass.MALFORMED_JSON, f"payload is not valid JSON: {exc}")

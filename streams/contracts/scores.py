@@ -1,0 +1,64 @@
+"""purchase-scores.v1: the runtime model (agrees with ``schemas/purchase-scores.v1.json``) and
+the encoder the worker publishes with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Final, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from streams.contracts.events import ClickEvent, Id
+
+SCORES_SCHEMA_VERSION: Final = "1"
+
+
+class TopCategory(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    category_id: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(ge=0, le=1)]
+
+
+class PurchaseScore(BaseModel):
+    """One purchase-scores.v1 record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal["1"] = SCORES_SCHEMA_VERSION
+    user_id: Id
+    event_id: Id
+    occurred_at: AwareDatetime
+    scored_at: AwareDatetime
+    purchase_probability: Annotated[float, Field(ge=0, le=1)]
+    model_version: Annotated[str, Field(min_length=1)]
+    feature_version: Annotated[str, Field(min_length=1)]
+    top_categories: Annotated[list[TopCategory], Field(max_length=50)]
+
+
+def encode_score(
+    event: ClickEvent,
+    probability: float,
+    *,
+    model_version: str,
+    feature_version: str,
+    top_categories: Sequence[tuple[str, float]],
+    scored_at: datetime,
+) -> bytes:
+    """One purchase-scores.v1 value (the key is the user id). Built with orjson, not through
+    ``PurchaseScore``: the contract test holds the two together, and this runs per score."""
+    return orjson.dumps(
+        {
+            "schema_version": SCORES_SCHEMA_VERSION,
+            "user_id": event.user_id,
+            "event_id": event.event_id,
+            "occurred_at": event.occurred_at.isoformat(),
+            "scored_at": scored_at.isoformat(),
+            "purchase_probability": min(1.0, max(0.0, probability)),
+            "model_version": model_version,
+            "feature_version": feature_version,
+            "top_categories": [{"category_id": c, "weight": w} for c, w in top_categories],
+        }
+    )

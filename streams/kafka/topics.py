@@ -1,0 +1,110 @@
+"""Topic layout, declared once from settings, and the admin operations on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.errors import BrokerUnreachableError, TopicConfigError
+from streams.kafka.connection import connection
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics intentflow owns. Input and scores share the partition count (co-partitioned
+    by user_id with the profile table); the DLQ keeps its records longer for forensics."""
+    retention_ms = str(settings.topic_retention_hours * 3_600_000)
+    common = {"cleanup.policy": "delete", "retention.ms": retention_ms}
+    return [
+        TopicSpec(settings.topic_events, settings.partitions, settings.replication_factor, common),
+        TopicSpec(settings.topic_scores, settings.partitions, settings.replication_factor, common),
+        TopicSpec(
+            settings.topic_dlq,
+            settings.partitions,
+            settings.replication_factor,
+            {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3_600_000)},
+        ),
+    ]
+
+
+def admin_client(settings: Settings, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    """A kafka-python admin client, or BrokerUnreachableError naming the bootstrap address."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    wait = timeout if timeout is not None else settings.kafka_connect_timeout_seconds
+    try:
+        return KafkaAdminClient(
+            **connection(settings).kafka_python(),
+            client_id=f"{settings.app_id}-admin",
+            request_timeout_ms=int(wait * 1000),
+            bootstrap_timeout_ms=int(wait * 1000),
+        )
+    except (KafkaError, OSError) as exc:
+        raise BrokerUnreachableError(
+            f"no Kafka broker answered at {settings.kafka_bootstrap} within {wait:.0f}s "
+            f"({type(exc).__name__}). Start one with `intentflow kafka start`, or set "
+            "INTENTFLOW_KAFKA_BOOTSTRAP to a running broker."
+        ) from None
+
+
+def existing_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Partition counts of those of ``names`` that exist."""
+    admin = admin_client(settings)
+    try:
+        present = set(admin.list_topics())
+        wanted = [n for n in names if n in present]
+        if not wanted:
+            return {}
+        return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(wanted)}
+    finally:
+        admin.close()
+
+
+def create_topics(settings: Settings) -> dict[str, str]:
+    """Create every missing topic; check the existing ones. Returns name -> what happened."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    specs = topic_specs(settings)
+    current = existing_partitions(settings, [s.name for s in specs])
+    outcome: dict[str, str] = {}
+    missing = [s for s in specs if s.name not in current]
+    for spec in specs:
+        if spec.name in current:
+            check_partition_count(spec.name, current[spec.name], spec.partitions)
+            outcome[spec.name] = f"exists ({current[spec.name]} partitions)"
+    if missing:
+        admin = admin_client(settings)
+        try:
+            admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
+                    for s in missing
+                ],
+                validate_only=False,
+            )
+        except TopicAlreadyExistsError:
+            pass  # created concurrently by another worker or init job: fine
+        finally:
+            admin.close()
+        for spec in missing:
+            outcome[spec.name] = f"created ({spec.partitions} partitions)"
+    return outcome
+
+
+def check_partition_count(topic: str, actual: int, expected: int) -> None:
+    """Fail loudly when a topic's partition count breaks co-partitioning."""
+    if actual != expected:
+        raise TopicConfigError(
+            f"topic {topic!r} has {actual} partitions, but INTENTFLOW_PARTITIONS is {expected}. "
+            "The profile table is co-partitioned with the input topic, so they must match: set "
+            f"INTENTFLOW_PARTITIONS={actual}, or recreate the topic with {expected} partitions."
+        )

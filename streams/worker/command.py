@@ -1,0 +1,73 @@
+"""``intentflow worker``: pre-flight checks, then Faust's own worker CLI.
+
+The checks turn the usual start-up failures into one clear message and a non-zero exit within
+seconds: a bad setting, an unreachable broker, a topic whose partition count breaks
+co-partitioning, and a missing or unusable model. Everything after that is Faust's worker,
+so every Faust worker option (``--loglevel``, ``--web-port``, ...) still works.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from streams.errors import ConfigError, IntentflowError
+from streams.kafka.topics import check_partition_count, create_topics, existing_partitions
+from streams.model.server import ModelServer
+from streams.settings import Settings, load_settings
+from streams.worker.metrics import Metrics
+
+log = logging.getLogger("intentflow.worker")
+
+
+def preflight(settings: Settings, models: ModelServer) -> None:
+    """Fail fast, with the fix in the message, before Faust starts retrying forever."""
+    from streams.worker.app import changelog_topic_name
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"INTENTFLOW_DATA_DIR {settings.data_dir} cannot be created ({exc.strerror}); "
+            "point it at a writable directory"
+        ) from None
+    models.load_initial()
+    create_topics(settings)  # also checks partitions of existing input/scores/DLQ topics
+    changelog = changelog_topic_name(settings)
+    current = existing_partitions(settings, [changelog])
+    if changelog in current:
+        check_partition_count(changelog, current[changelog], settings.partitions)
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def worker_command(ctx: click.Context) -> None:
+    """Run one scoring worker. Extra arguments go to Faust's worker (try --help)."""
+    if "--help" in ctx.args or "-h" in ctx.args:
+        click.echo(worker_command.__doc__)
+        click.echo("Configuration comes from INTENTFLOW_* variables; see the README.\n")
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+    )
+    metrics = Metrics()
+    models = ModelServer(
+        settings.model_path, threads=settings.onnx_threads, on_outcome=metrics.model_outcome
+    )
+    preflight(settings, models)
+    from streams.worker.app import create_app
+
+    worker = create_app(settings, models=models, metrics=metrics)
+    sys.argv = ["intentflow worker", "worker", "--loglevel", settings.log_level, *ctx.args]
+    try:
+        worker.app.main()
+    except IntentflowError:
+        raise
+    finally:
+        worker.executor.shutdown(wait=False, cancel_futures=True)

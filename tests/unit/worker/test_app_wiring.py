@@ -1,0 +1,40 @@
+"""How the Faust app is put together: every guarantee that rests on a setting is checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mode import CrashingSupervisor
+
+from streams.model.server import ModelServer
+from streams.settings import load_settings
+from streams.worker.app import changelog_topic_name, create_app
+from streams.worker.metrics import Metrics
+
+
+def test_app_declares_co_partitioned_topics_table_and_one_agent(tmp_path: Path) -> None:
+    settings = load_settings(
+        partitions=6, app_id="wiring", data_dir=tmp_path, rocksdb_block_cache_mb=32
+    )
+    metrics = Metrics()
+    w = create_app(
+        settings,
+        models=ModelServer(settings.model_path, threads=1, on_outcome=metrics.model_outcome),
+        metrics=metrics,
+    )
+    try:
+        app = w.app
+        assert app.conf.processing_guarantee.value == "at_least_once"
+        assert app.conf.agent_supervisor is CrashingSupervisor
+        assert app.conf.topic_partitions == 6
+        assert w.events_topic.partitions == 6 and w.scores_topic.partitions == 6
+        assert w.profiles.partitions == 6
+        assert w.profiles.changelog_topic.get_topic_name() == changelog_topic_name(settings)
+        assert str(app.conf.store) == "intentflow-rocksdb:"
+        assert w.profiles.options["block_cache_size"] == 32 * 1024 * 1024
+        assert list(app.agents) == ["track_interest"]
+        assert app.agents["track_interest"].concurrency == 1  # at-least-once, in order
+        assert app.conf.web_port == settings.web_port
+        assert app.conf.datadir.is_relative_to(tmp_path)
+    finally:
+        w.executor.shutdown()
