@@ -1,10 +1,9 @@
 """The worker's job in Quix Streams 3.x: a stateful ``StreamingDataFrame``.
 
 Per message, in a ``stateful=True`` apply (Quix keeps one state per message key, in RocksDB with a
-changelog topic, like the worker's Faust table): decode with
-``streams.contracts.events.decode_event``, read the user's profile from state,
-``streams.features.update`` it and write it back (``encode_profile`` bytes, stored as they are).
-Then score, two ways:
+changelog topic, like the worker's Faust table): the worker's own step applies the record
+(``streams.processing.step.apply_batch`` with the message's state as the profile lookup) and the
+new stored profile is written back. Then the step's ``score`` scores, two ways:
 
 * ``--mode batched`` (the default): a ``BatchingSink``. Quix hands a sink everything a
   checkpoint processed, per partition; the sink scores it in chunks of ``--batch-max`` with one
@@ -23,19 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from quixstreams import Application, State
+from quixstreams import Application, State, message_context
 from quixstreams.models import TopicConfig
 from quixstreams.sinks.base import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 from quixstreams.utils.json import dumps as json_dumps
 from quixstreams.utils.json import loads as json_loads
 
-from streams import features
-from streams.contracts.events import Rejection, decode_event
 from streams.model.bundle import ModelBundle, load_bundle
-from streams.processing.step import Row, encode_scores
+from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
+from streams.processing.step import Record, Row, apply_batch, score
 
 PROFILE = "profile"
+_ENVELOPE = b"\x01"  # the first byte of a stored profile envelope (streams.processing.envelope)
 
 
 def _dumps(value: Any) -> bytes:
@@ -43,18 +42,28 @@ def _dumps(value: Any) -> bytes:
 
 
 def _loads(value: bytes) -> Any:
-    return value if value[:2] == b"ip" else json_loads(value)  # b"ip": profile magic
+    return value if value[:1] == _ENVELOPE else json_loads(value)
 
 
-def apply_event(value: bytes, state: State) -> tuple[features.Profile, Any] | None:
-    """Decode, update the user's profile in state; (profile, event), or None if rejected."""
-    event = decode_event(value)
-    if isinstance(event, Rejection):
-        return None
-    raw = state.get(PROFILE)
-    profile = features.update(features.decode_profile(raw) if raw else None, event)
-    state.set(PROFILE, features.encode_profile(profile))
-    return profile, event
+class StateProfiles:
+    """One message's Quix state as the step's ``ProfileLookup``."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def get(self, partition: int, user_id: str, /) -> StoredProfile | None:
+        raw = self.state.get(PROFILE)
+        return decode_stored(raw) if raw else None
+
+
+def apply_event(value: bytes, key: Any, timestamp: int, headers: Any, state: State) -> Row | None:
+    """Apply one record with the worker's step; the scored row, or None if rejected."""
+    ctx = message_context()
+    record = Record(ctx.topic, ctx.partition, ctx.offset, key, value, timestamp / 1000)
+    applied = apply_batch([record], StateProfiles(state), max_event_bytes=65_536)
+    for stored, _ in applied.profiles.values():
+        state.set(PROFILE, encode_stored(stored))
+    return applied.rows[0] if applied.rows else None
 
 
 class ScoringSink(BatchingSink):
@@ -77,12 +86,8 @@ class ScoringSink(BatchingSink):
 
     def write(self, batch: SinkBatch) -> None:
         for chunk in batch.iter_chunks(self.batch_max):
-            rows = [Row(item.value[1], item.value[0], None) for item in chunk]  # type: ignore[arg-type]
-            matrix = features.feature_matrix(
-                [(r.profile, r.event) for r in rows], self.bundle.embeddings
-            )
-            probabilities = self.bundle.predict(matrix)
-            for key, value in encode_scores(rows, probabilities, self.bundle, top_k=5):
+            scored = score([item.value for item in chunk], self.bundle, top_k=5)
+            for key, value in scored.records:
                 while True:
                     try:
                         self.producer.produce(self.topic, value=value, key=key)
@@ -124,7 +129,7 @@ def main() -> None:
         args.input, key_deserializer="bytes", value_deserializer="bytes", config=config
     )
     sdf = app.dataframe(events)
-    sdf = sdf.apply(apply_event, stateful=True).filter(lambda v: v is not None)
+    sdf = sdf.apply(apply_event, stateful=True, metadata=True).filter(lambda v: v is not None)
     if args.mode == "batched":
         sdf.sink(ScoringSink(bundle, args.bootstrap, args.output, args.batch_max))
     else:
@@ -132,15 +137,8 @@ def main() -> None:
             args.output, key_serializer="bytes", value_serializer="bytes", config=config
         )
 
-        def score_one(value: tuple[features.Profile, Any]) -> bytes:
-            profile, event = value
-            probability = bundle.predict(features.feature_matrix([value], bundle.embeddings))
-            ((_, payload),) = encode_scores(
-                [Row(event, profile, None)],  # type: ignore[arg-type]
-                probability,
-                bundle,
-                top_k=5,
-            )
+        def score_one(row: Row) -> bytes:
+            ((_, payload),) = score([row], bundle, top_k=5).records
             return payload
 
         sdf = sdf.apply(score_one)
