@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ KAFKA_TRIGGER_KEYS = {
     "offsetResetPolicy", "allowIdleConsumers", "scaleToZeroOnInvalidOffset",
     "excludePersistentLag", "limitToPartitionsWithLag", "version", "partitionLimitation",
     "sasl", "saslTokenProvider", "tls", "unsafeSsl", "awsRegion",
+    # Read from the scale target's container environment instead of a literal.
+    "bootstrapServersFromEnv", "consumerGroupFromEnv", "topicFromEnv",
 }  # fmt: skip
 KAFKA_AUTH_PARAMETERS = {"sasl", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -460,18 +461,30 @@ def test_keda_scales_the_statefulset_up_to_the_partition_count(
 
 
 def test_keda_watches_the_workers_group_on_the_input_topic(
-    objects: list[dict[str, Any]], settings_map: dict[str, str]
+    objects: list[dict[str, Any]], worker: dict[str, Any], settings_map: dict[str, str]
 ) -> None:
-    [trigger] = one(objects, "ScaledObject")["spec"]["triggers"]
+    spec = one(objects, "ScaledObject")["spec"]
+    assert spec["scaleTargetRef"]["envSourceContainerName"] == worker["name"]
+    [trigger] = spec["triggers"]
     assert trigger["type"] == "kafka"
     meta = trigger["metadata"]
     assert set(meta) <= KAFKA_TRIGGER_KEYS, set(meta) - KAFKA_TRIGGER_KEYS
-    assert meta["bootstrapServers"] == settings_map["INTENTFLOW_KAFKA_BOOTSTRAP"]
-    assert meta["consumerGroup"] == settings_map["INTENTFLOW_APP_ID"]  # Faust's group id
-    assert meta["topic"] == settings_map["INTENTFLOW_TOPIC_EVENTS"]
+    # Broker, group and topic come from the worker's own settings: KEDA resolves *FromEnv in
+    # the target container's environment, and a literal value would take precedence over it.
+    from_env = {
+        "bootstrapServers": "INTENTFLOW_KAFKA_BOOTSTRAP",
+        "consumerGroup": "INTENTFLOW_APP_ID",  # Faust's group id is the app id
+        "topic": "INTENTFLOW_TOPIC_EVENTS",
+    }
+    for param, setting in from_env.items():
+        assert meta.get(f"{param}FromEnv") == setting, param
+        assert param not in meta, f"a literal {param} overrides {param}FromEnv"
+        assert setting in settings_map, f"{setting} is not in the worker's environment"
     assert int(meta["lagThreshold"]) > 0
     assert meta["offsetResetPolicy"] == "earliest"  # as the workers' consumer
     assert meta.get("allowIdleConsumers", "false") == "false"
+    # Kafka 4.x refuses protocol versions older than broker 2.1 (KIP-896); KEDA's default is 1.0.
+    assert tuple(int(n) for n in meta["version"].split(".")[:2]) >= (2, 1)
     protocol = settings_map["INTENTFLOW_KAFKA_SECURITY_PROTOCOL"]
     assert meta.get("tls", "disable") == ("enable" if protocol.endswith("SSL") else "disable")
     if protocol.startswith("SASL"):
@@ -498,19 +511,3 @@ def test_keda_logs_in_with_the_workers_credentials(
     }
     assert refs["username"] == by_env["INTENTFLOW_KAFKA_SASL_USERNAME"]
     assert refs["password"] == by_env["INTENTFLOW_KAFKA_SASL_PASSWORD"]
-
-
-def _walk(node: Any) -> Iterator[Any]:
-    yield node
-    if isinstance(node, dict):
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
-def test_replacements_left_no_placeholder(objects: list[dict[str, Any]]) -> None:
-    """keda.yaml's `from-settings` values are all overwritten from settings.env."""
-    leftovers = [n for o in objects for n in _walk(o) if n == "from-settings"]
-    assert not leftovers
