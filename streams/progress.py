@@ -25,8 +25,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 
 PLAIN_EVERY_S = 5.0
+BAR_WIDTH = 20
 
 
 def on_terminal() -> bool:
@@ -77,16 +79,21 @@ class Progress:
         self.started = self._clock()
         self._next_line = self.started + self.every_s
         if self.enabled and self.live:
+            # Fixed columns keep their width; the note takes what is left, cut with an ellipsis.
             self._bar = RichProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+                BarColumn(bar_width=BAR_WIDTH),
                 TaskProgressColumn(),
-                TextColumn("{task.fields[count]}"),
+                TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True)),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[note]}"),
+                TextColumn(
+                    "{task.fields[note]}",
+                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+                ),
                 console=Console(stderr=True),
+                expand=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(

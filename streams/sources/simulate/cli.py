@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
 from itertools import islice
@@ -12,9 +14,10 @@ from typing import IO
 import click
 
 from streams.contracts.events import DEFAULT_MAX_EVENT_BYTES
+from streams.progress import Progress
 from streams.settings import load_settings
-from streams.sources.simulate.sinks import COMPRESSIONS, Progress, produce, write_jsonl
-from streams.sources.simulate.stream import DEFAULT_START, generate
+from streams.sources.simulate.sinks import COMPRESSIONS, Tally, produce, write_jsonl
+from streams.sources.simulate.stream import DEFAULT_START, format_timestamp, generate
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
@@ -69,6 +72,26 @@ class _Start(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def show_progress(
+    bar: Progress, start: datetime, duration: float, max_events: int | None
+) -> Callable[[Tally], None]:
+    """A sink's progress callback: the share done is of the event-time span (or of
+    ``max_events``, whichever ends the run first), shown with the count, rate and event time."""
+    start_ms = start.timestamp() * 1000
+
+    def show(tally: Tally) -> None:
+        done = 0.0
+        if tally.last_ts_ms is not None:
+            done = (tally.last_ts_ms - start_ms) / 1000 / duration
+        if max_events is not None:
+            done = max(done, tally.payloads / max_events)
+        at = format_timestamp(tally.last_ts_ms)[:16] if tally.last_ts_ms is not None else "-"
+        rate = tally.payloads / max(bar.elapsed(), 1e-9)
+        bar.update(min(done, 1.0), note=f"{tally.payloads:,} payloads, {rate:,.0f}/s, at {at}")
+
+    return show
+
+
 @click.command("simulate")
 @click.option("--users", type=click.IntRange(min=1), required=True, help="Number of shoppers.")
 @click.option(
@@ -105,7 +128,7 @@ class _Start(click.ParamType):
     "--compression", type=click.Choice(COMPRESSIONS), default="auto", show_default=True,
     help="With --kafka: auto is lz4 when the lz4 package is installed, else none.",
 )  # fmt: skip
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def simulate_command(
     *,
     users: int,
@@ -133,11 +156,13 @@ def simulate_command(
     records = generate(users, duration, seed, bad_fraction, start, max_bytes=max_bytes)
     if max_events is not None:
         records = islice(records, max_events)
-    progress = Progress(enabled=not quiet)
+    started = time.monotonic()
     with ExitStack() as stack:
         truth: IO[bytes] | None = None
         if truth_out is not None:
             truth = stack.enter_context(truth_out.open("wb"))
+        bar = stack.enter_context(Progress("simulate", 1.0, enabled=not quiet))
+        progress = show_progress(bar, start, duration, max_events)
         if settings is not None:
             report = produce(
                 records, settings, rate=rate, compression=compression, truth=truth,
@@ -152,8 +177,10 @@ def simulate_command(
             assert out is not None
             with out.open("wb") as fh:
                 tally = write_jsonl(records, fh, truth, progress)
-            seconds = progress.elapsed()
+            seconds = time.monotonic() - started
             where = f"wrote {out}"
+        progress(tally)
+        bar.update(1.0)  # the records ran out: done, wherever the last event time fell
     for line in tally.lines():
         click.echo(line)
     click.echo(f"{where} in {seconds:.1f}s ({tally.payloads / max(seconds, 1e-9):,.0f}/s)")

@@ -1,7 +1,8 @@
 """Where simulated payloads go: a JSONL file or a Kafka topic. The I/O edge of the simulator.
 
-Both sinks count what passes through (``Tally``), report progress on stderr every couple of
-seconds, and optionally write the truth sidecar (one ``{"event_id", "intent"}`` line per
+Both sinks count what passes through (``Tally``), hand the running tally to a progress callback
+every few thousand records (the command shows it with ``streams.progress``), and optionally
+write the truth sidecar (one ``{"event_id", "intent"}`` line per
 valid event). The Kafka sink uses librdkafka's producer (confluent-kafka), keyed by user id,
 with ``acks=all``: the load generator must never limit a benchmark, and librdkafka produces an
 order of magnitude faster than a pure-Python client here. It checks the broker and the topic
@@ -10,10 +11,9 @@ first (kafka-python admin), so a wrong address fails fast with ``BrokerUnreachab
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -26,7 +26,7 @@ from streams.kafka.topics import existing_partitions
 from streams.settings import Settings
 from streams.sources.simulate.stream import SimRecord, format_timestamp
 
-PROGRESS_EVERY_S = 2.0
+PROGRESS_EVERY_RECORDS = 4096
 BATCH_SIZE_BYTES = 256 * 1024
 LINGER_MS = 20
 COMPRESSIONS = ("auto", "lz4", "gzip", "none")
@@ -75,32 +75,11 @@ class Tally:
         ]
 
 
-class Progress:
-    """Prints the running count and rate to stderr at most every ``every_s`` seconds."""
+OnProgress = Callable[[Tally], None]
 
-    def __init__(self, enabled: bool = True, every_s: float = PROGRESS_EVERY_S) -> None:
-        self.enabled = enabled
-        self.every_s = every_s
-        self.started = time.monotonic()
-        self._next = self.started + every_s
 
-    def elapsed(self) -> float:
-        """Seconds since the run started."""
-        return time.monotonic() - self.started
-
-    def tick(self, tally: Tally) -> None:
-        """Call often; prints only when it is time."""
-        now = time.monotonic()
-        if not self.enabled or now < self._next:
-            return
-        self._next = now + self.every_s
-        rate = tally.payloads / max(now - self.started, 1e-9)
-        at = format_timestamp(tally.last_ts_ms) if tally.last_ts_ms is not None else "-"
-        sys.stderr.write(
-            f"simulate: {tally.payloads:,} payloads ({sum(tally.invalid.values()):,} malformed)"
-            f" | {rate:,.0f}/s | event time {at}\n"
-        )
-        sys.stderr.flush()
+def _no_progress(_tally: Tally) -> None:
+    pass
 
 
 def _truth_line(rec: SimRecord) -> bytes:
@@ -111,19 +90,21 @@ def write_jsonl(
     records: Iterable[SimRecord],
     out: IO[bytes],
     truth: IO[bytes] | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress = _no_progress,
 ) -> Tally:
-    """Write one payload per line (bad ones too, as raw bytes), as fast as possible."""
+    """Write one payload per line (bad ones too, as raw bytes), as fast as possible.
+
+    ``progress`` gets the running tally every ``PROGRESS_EVERY_RECORDS`` records.
+    """
     tally = Tally()
-    progress = progress or Progress(enabled=False)
     write = out.write
     for n, rec in enumerate(records):
         write(rec.payload + b"\n")
         if truth is not None and rec.error_class is None:
             truth.write(_truth_line(rec))
         tally.add(rec)
-        if n % 4096 == 0:
-            progress.tick(tally)
+        if n % PROGRESS_EVERY_RECORDS == 0:
+            progress(tally)
     return tally
 
 
@@ -169,18 +150,18 @@ def produce(
     rate: float | None = None,
     compression: str = "auto",
     truth: IO[bytes] | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress = _no_progress,
     max_request_bytes: int = 1_048_576,
 ) -> ProduceReport:
     """Produce every record to ``topic`` (default: the events topic), keyed by user id.
 
     ``rate`` paces to that many payloads per wall-clock second; None is as fast as possible.
+    ``progress`` gets the running tally every ``PROGRESS_EVERY_RECORDS`` records.
     Flushes at the end and raises ``ProduceError`` if any payload was not acknowledged.
     """
     topic = topic or settings.topic_events
     partitions = check_topic(settings, topic)
     kind = resolve_compression(compression)
-    progress = progress or Progress(enabled=False)
     failures = 0
     first_error: list[str] = []
 
@@ -222,9 +203,9 @@ def produce(
                 ahead = (n + 1) / rate - (time.monotonic() - started)
                 if ahead > 0.005:
                     time.sleep(ahead)
-            if n % 4096 == 0:
+            if n % PROGRESS_EVERY_RECORDS == 0:
                 poll(0)
-                progress.tick(tally)
+                progress(tally)
         left = producer.flush(max(60.0, settings.kafka_connect_timeout_seconds))
         if left:
             failures += left
