@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ import click
 
 from streams.contracts.events import SCHEMA_VERSION, ClickEvent, EventType
 from streams.errors import DataError
+from streams.progress import Progress
 
 HEADER = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 BEHAVIOURS: dict[str, EventType] = {
@@ -87,8 +88,22 @@ def _check_id(value: str, what: str, path: Path, line: int) -> str:
     return value
 
 
-def read_rows(path: Path) -> list[TaobaoRow]:
-    """Parse and check every row, or raise ``DataError`` naming the file and line."""
+def _counted(lines: Iterable[str], bar: Progress, every: int = 8192) -> Iterator[str]:
+    """The lines, advancing ``bar`` by their length (the sample is ASCII: characters = bytes)."""
+    done = n = 0
+    for n, line in enumerate(lines, start=1):
+        done += len(line)
+        if n % every == 0:
+            bar.update(done, note=f"{n:,} lines")
+        yield line
+    bar.update(done, note=f"{n:,} lines")
+
+
+def read_rows(path: Path, *, progress: bool = False) -> list[TaobaoRow]:
+    """Parse and check every row, or raise ``DataError`` naming the file and line.
+
+    ``progress`` shows how much of the file is read, on stderr (``streams.progress``).
+    """
     path = Path(path)
     try:
         fh = path.open(newline="", encoding="utf-8")
@@ -100,8 +115,9 @@ def read_rows(path: Path) -> list[TaobaoRow]:
     except OSError as exc:
         raise DataError(f"{path} is unreadable: {exc}") from None
     rows: list[TaobaoRow] = []
-    with fh:
-        reader = csv.reader(fh)
+    size = path.stat().st_size
+    with fh, Progress("read CSV", size, enabled=progress) as bar:
+        reader = csv.reader(_counted(fh, bar))
         try:
             header = next(reader, None)
             if header is None or tuple(h.strip() for h in header) != HEADER:
@@ -151,41 +167,50 @@ def read_rows(path: Path) -> list[TaobaoRow]:
     return rows
 
 
-def to_events(rows: Iterable[TaobaoRow], summary: ImportSummary | None = None) -> list[ClickEvent]:
-    """Events in event-time order, with ids and 30-minute-gap sessions."""
+def to_events(
+    rows: Iterable[TaobaoRow], summary: ImportSummary | None = None, *, progress: bool = False
+) -> list[ClickEvent]:
+    """Events in event-time order, with ids and 30-minute-gap sessions.
+
+    ``progress`` shows how many users are done, on stderr (``streams.progress``).
+    """
     summary = summary if summary is not None else ImportSummary()
     by_user: dict[str, list[TaobaoRow]] = {}
     for row in rows:
         by_user.setdefault(row.user_id, []).append(row)
     seen: Counter[tuple[str, int, str, str]] = Counter()
     stamped: list[tuple[int, int, ClickEvent]] = []
-    for user, user_rows in by_user.items():
-        user_rows.sort(key=lambda r: r.timestamp)  # stable: file order breaks ties
-        session, last = 0, None
-        for row in user_rows:
-            if last is None or row.timestamp - last >= SESSION_GAP_S:
-                session += 1
-                summary.sessions += 1
-            last = row.timestamp
-            identity = (user, row.timestamp, row.item_id, row.behavior)
-            seen[identity] += 1
-            event_id = f"tb-{user}-{row.timestamp}-{row.item_id}-{row.behavior}"
-            if seen[identity] > 1:
-                event_id += f"-{seen[identity]}"
-                summary.repeated_rows += 1
-            event = ClickEvent(
-                schema_version=SCHEMA_VERSION,
-                event_id=event_id,
-                user_id=user,
-                session_id=f"tb-{user}-s{session}",
-                event_type=BEHAVIOURS[row.behavior],
-                item_id=row.item_id,
-                category_id=row.category_id,
-                occurred_at=datetime.fromtimestamp(row.timestamp, UTC),
-            )
-            stamped.append((row.timestamp, row.line, event))
-            summary.outside_window += not WINDOW_START <= row.timestamp < WINDOW_END
-            summary.by_type[event.event_type.value] += 1
+    with Progress("build events", len(by_user), unit="users", enabled=progress) as bar:
+        for done, (user, user_rows) in enumerate(by_user.items(), start=1):
+            user_rows.sort(key=lambda r: r.timestamp)  # stable: file order breaks ties
+            session, last = 0, None
+            for row in user_rows:
+                if last is None or row.timestamp - last >= SESSION_GAP_S:
+                    session += 1
+                    summary.sessions += 1
+                last = row.timestamp
+                identity = (user, row.timestamp, row.item_id, row.behavior)
+                seen[identity] += 1
+                event_id = f"tb-{user}-{row.timestamp}-{row.item_id}-{row.behavior}"
+                if seen[identity] > 1:
+                    event_id += f"-{seen[identity]}"
+                    summary.repeated_rows += 1
+                event = ClickEvent(
+                    schema_version=SCHEMA_VERSION,
+                    event_id=event_id,
+                    user_id=user,
+                    session_id=f"tb-{user}-s{session}",
+                    event_type=BEHAVIOURS[row.behavior],
+                    item_id=row.item_id,
+                    category_id=row.category_id,
+                    occurred_at=datetime.fromtimestamp(row.timestamp, UTC),
+                )
+                stamped.append((row.timestamp, row.line, event))
+                summary.outside_window += not WINDOW_START <= row.timestamp < WINDOW_END
+                summary.by_type[event.event_type.value] += 1
+            if done % 256 == 0:
+                bar.update(done)
+        bar.update(len(by_user))
     stamped.sort(key=lambda s: (s[0], s[1]))
     summary.rows = len(stamped)
     summary.users = len(by_user)
@@ -194,14 +219,23 @@ def to_events(rows: Iterable[TaobaoRow], summary: ImportSummary | None = None) -
     return [event for _, _, event in stamped]
 
 
-def import_taobao(csv_path: Path, out: Path) -> ImportSummary:
-    """Convert ``csv_path`` to clickstream.v1 JSONL at ``out``; returns the summary."""
+def import_taobao(csv_path: Path, out: Path, *, progress: bool = False) -> ImportSummary:
+    """Convert ``csv_path`` to clickstream.v1 JSONL at ``out``; returns the summary.
+
+    ``progress`` shows each step (read, build, write) on stderr (``streams.progress``).
+    """
     summary = ImportSummary()
-    events = to_events(read_rows(csv_path), summary)
+    events = to_events(read_rows(csv_path, progress=progress), summary, progress=progress)
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as fh:
-        for event in events:
+    with (
+        tmp.open("wb") as fh,
+        Progress("write JSONL", len(events), unit="events", enabled=progress) as bar,
+    ):
+        for n, event in enumerate(events):
             fh.write(event.to_json() + b"\n")
+            if n % 8192 == 0:
+                bar.update(n)
+        bar.update(len(events))
     tmp.replace(out)  # never leave a half-written log under the real name
     return summary
 
@@ -212,9 +246,10 @@ def import_taobao(csv_path: Path, out: Path) -> ImportSummary:
     "--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
     help="Where to write the clickstream.v1 JSONL (event-time order).",
 )  # fmt: skip
-def import_taobao_command(csv_path: Path, out: Path) -> None:
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def import_taobao_command(csv_path: Path, out: Path, quiet: bool) -> None:
     """Convert the Taobao UserBehavior sample CSV to clickstream.v1 JSONL (keeps every row)."""
-    summary = import_taobao(csv_path, out)
+    summary = import_taobao(csv_path, out, progress=not quiet)
     for line in summary.lines():
         click.echo(line)
     click.echo(f"wrote {out}")
