@@ -14,7 +14,9 @@ from typing import Any
 import click
 
 from model_export.evaluate import evaluate_bundle, format_table
+from model_export.tf_logs import quiet_tensorflow_import
 from streams.errors import DataError
+from streams.settings import load_settings
 
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -83,7 +85,11 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
     type=click.Path(path_type=Path),
     help="Also point this symlink (e.g. models/current) at the new bundle, atomically.",
 )
-@click.option("--quiet", is_flag=True, help="No Keras progress output.")
+@click.option(
+    "--quiet", is_flag=True,
+    help="No progress on stderr. (INTENTFLOW_LOG_LEVEL=debug shows Keras's line per epoch and "
+    "TensorFlow's own log.)",
+)  # fmt: skip
 def train_command(  # noqa: PLR0917 - one parameter per click option
     events: Path,
     truth: Path | None,
@@ -101,8 +107,9 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
     quiet: bool,
 ) -> None:
     """Train, export and verify a model bundle from an event log."""
-    # TensorFlow loads here, only for this command.
-    from model_export.train import TrainConfig, train_bundle
+    log_level = load_settings().log_level
+    with quiet_tensorflow_import(log_level):  # TensorFlow loads here, only for this command
+        from model_export.train import TrainConfig, train_bundle
 
     result = train_bundle(
         TrainConfig(
@@ -118,7 +125,7 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
             l2=l2,
             dropout=dropout,
             threads=threads,
-            verbose=0 if quiet else 2,
+            verbose=0 if quiet else 2 if log_level == "debug" else 1,
             link=link,
         ),
         log=click.echo,
@@ -149,15 +156,19 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
 @click.option("--truth", type=click.Path(path_type=Path), help="Simulator intent sidecar JSONL.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write JSON here.")
 @click.option("--horizon", type=Duration(), help="Label horizon (default: the bundle's).")
-def evaluate_command(
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def evaluate_command(  # noqa: PLR0917 - one parameter per click option
     model_dir: Path,
     events: Path,
     truth: Path | None,
     json_out: Path | None,
     horizon: float | None,
+    quiet: bool,
 ) -> None:
     """Evaluate a bundle on an event log with onnxruntime (no TensorFlow)."""
-    result = evaluate_bundle(model_dir, events, truth_path=truth, horizon_s=horizon)
+    result = evaluate_bundle(
+        model_dir, events, truth_path=truth, horizon_s=horizon, progress=not quiet
+    )
     click.echo(f"model {result['model_version']} on {events}")
     click.echo(format_table(result))
     if json_out is not None:

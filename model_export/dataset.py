@@ -28,6 +28,7 @@ from streams.features import (
     feature_matrix,
     update,
 )
+from streams.progress import Progress
 
 CHUNK_ROWS = 4096
 
@@ -78,24 +79,34 @@ def sort_events(events: Iterable[E]) -> list[E]:
     return sorted(events, key=lambda e: e.ts)
 
 
-def read_events(path: Path) -> EventLog:
-    """Decode a clickstream.v1 JSONL file with ``decode_event``, counting rejected lines."""
+def read_events(path: Path, *, progress: bool = False) -> EventLog:
+    """Decode a clickstream.v1 JSONL file with ``decode_event``, counting rejected lines.
+
+    ``progress`` shows how much of the file is read, on stderr (``streams.progress``).
+    """
     path = Path(path)
     events: list[LogEvent] = []
     rejected: Counter[str] = Counter()
-    lines = 0
+    lines = done = 0
     try:
-        with path.open("rb") as fh:
+        with (
+            path.open("rb") as fh,
+            Progress("read events", path.stat().st_size, enabled=progress) as bar,
+        ):
             for line in fh:
+                done += len(line)
                 raw = line.rstrip(b"\r\n")
                 if not raw.strip():
                     continue
                 lines += 1
+                if lines % CHUNK_ROWS == 0:
+                    bar.update(done, note=f"{lines:,} lines")
                 decoded = decode_event(raw)
                 if isinstance(decoded, Rejection):
                     rejected[decoded.error_class.value] += 1
                 else:
                     events.append(LogEvent.from_click(decoded))
+            bar.update(done, note=f"{lines:,} lines")
     except FileNotFoundError:
         raise DataError(f"event log {path} does not exist") from None
     except OSError as exc:
@@ -139,7 +150,9 @@ def replay(events: Iterable[E]) -> Iterator[tuple[Profile, E]]:
 
 
 def _features(
-    pairs: Iterable[tuple[Profile, EventLike]], embeddings: CategoryEmbeddings
+    pairs: Iterable[tuple[Profile, EventLike]],
+    embeddings: CategoryEmbeddings,
+    bar: Progress | None = None,
 ) -> np.ndarray:
     blocks: list[np.ndarray] = []
     chunk: list[tuple[Profile, EventLike]] = []
@@ -148,6 +161,8 @@ def _features(
         if len(chunk) == CHUNK_ROWS:
             blocks.append(feature_matrix(chunk, embeddings))
             chunk = []
+            if bar is not None:
+                bar.advance(CHUNK_ROWS)
     if chunk or not blocks:
         blocks.append(feature_matrix(chunk, embeddings))
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
@@ -239,13 +254,21 @@ def build_dataset(
     events: Iterable[EventLike],
     horizon_s: float,
     embeddings: CategoryEmbeddings | None = None,
+    *,
+    progress: bool = False,
 ) -> Dataset:
-    """Snapshots at every labelled non-purchase event (see ``label_events``)."""
+    """Snapshots at every labelled non-purchase event (see ``label_events``).
+
+    ``progress`` shows the replay's snapshots done, on stderr (``streams.progress``).
+    """
     ordered = sort_events(events)
     keep, y = label_events(ordered, horizon_s)
     emb = embeddings if embeddings is not None else CategoryEmbeddings.empty()
     kept_pairs = (pair for pair, k in zip(replay(ordered), keep, strict=True) if k)
-    features = _features(kept_pairs, emb)
+    total = int(keep.sum())
+    with Progress("features", total, unit="snapshots", enabled=progress) as bar:
+        features = _features(kept_pairs, emb, bar)
+        bar.update(total)
     kept = [e for e, k in zip(ordered, keep, strict=True) if k]
     return Dataset(
         X=features,

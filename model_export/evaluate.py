@@ -16,6 +16,7 @@ from model_export import baselines, metrics
 from model_export.dataset import build_dataset, read_events, read_truth
 from streams.errors import DataError, ModelCorruptError
 from streams.model.bundle import load_bundle
+from streams.progress import Progress
 
 PREDICT_CHUNK = 65_536
 
@@ -26,17 +27,24 @@ def evaluate_bundle(
     *,
     truth_path: Path | None = None,
     horizon_s: float | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of the bundle and its stored baselines on every labelled snapshot of the log."""
+    """Metrics of the bundle and its stored baselines on every labelled snapshot of the log.
+
+    ``progress`` shows reading, the feature replay and scoring on stderr (``streams.progress``).
+    """
     model = load_bundle(Path(model_dir))
     horizon = float(horizon_s if horizon_s is not None else model.metadata["horizon_seconds"])
-    event_log = read_events(events_path)
-    data = build_dataset(event_log.events, horizon, model.embeddings)
+    event_log = read_events(events_path, progress=progress)
+    data = build_dataset(event_log.events, horizon, model.embeddings, progress=progress)
     if len(data) == 0:
         raise DataError(f"{events_path}: no labelled snapshots (is the log shorter than H?)")
-    probs = np.concatenate(
-        [model.predict(data.X[i : i + PREDICT_CHUNK]) for i in range(0, len(data), PREDICT_CHUNK)]
-    )
+    chunks = []
+    with Progress("score", len(data), unit="snapshots", enabled=progress) as bar:
+        for i in range(0, len(data), PREDICT_CHUNK):
+            chunks.append(model.predict(data.X[i : i + PREDICT_CHUNK]))
+            bar.update(min(i + PREDICT_CHUNK, len(data)))
+    probs = np.concatenate(chunks)
     result: dict[str, Any] = {
         "model_version": model.model_version,
         "model_path": str(model.path),

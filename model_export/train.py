@@ -45,6 +45,7 @@ from model_export.export import OPSET, PARITY_TOLERANCE, check_parity, export_on
 from streams.errors import DataError
 from streams.features import EMBEDDING_DIM, FEATURE_NAMES, FEATURE_SPEC
 from streams.model.bundle import EMBEDDINGS_FILE, INPUT_NAME, OUTPUT_NAME, BundleWriter
+from streams.progress import Progress
 
 EARLY_STOPPING_FRACTION = 0.15
 CLASS_WEIGHTING = "none (calibrated probabilities); output bias initialised to the train log-odds"
@@ -65,7 +66,9 @@ class TrainConfig:
     l2: float = 3e-3  # kernel L2 penalty of both Dense layers
     dropout: float = 0.3  # after the hidden layer (identity at inference and in the export)
     threads: int = 2
-    verbose: int = 2  # Keras: 0 silent, 1 progress bar, 2 one line per epoch
+    # 0 silent; 1 progress bars (reading, features, epochs) on stderr; 2 the bars and Keras's
+    # own line per epoch instead of the epochs bar (INTENTFLOW_LOG_LEVEL=debug)
+    verbose: int = 0
     link: Path | None = None  # also point this symlink (e.g. models/current) at the bundle
     # ``out`` may contain "{model_version}", filled in once the model is exported, for example
     # models/bundles/{model_version}.
@@ -129,6 +132,19 @@ def build_model(
     return model
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """Advances a ``Progress`` bar at the end of each epoch, with the losses as its note."""
+
+    def __init__(self, bar: Progress) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        shown = [f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_auc") if k in logs]
+        self.bar.update(epoch + 1, note=", ".join(shown))
+
+
 def _require_both_classes(name: str, data: Dataset, source: Path) -> None:
     positives = int(data.y.sum())
     if len(data) == 0 or positives == 0 or positives == len(data):
@@ -150,7 +166,8 @@ def _oracle(truth: dict[str, float], data: Dataset) -> tuple[float | None, int]:
 def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Run the whole pipeline and write the bundle to ``cfg.out``."""
     t_start = time.perf_counter()
-    event_log = read_events(cfg.events)
+    bars = cfg.verbose >= 1
+    event_log = read_events(cfg.events, progress=bars)
     events = event_log.events
     truth = read_truth(cfg.truth) if cfg.truth else None
     log(
@@ -162,7 +179,7 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     all_ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
     boundary = split_time(all_ts[keep], cfg.split)
     embeddings = learn_embeddings([e for e in events if e.ts <= boundary], seed=cfg.seed)
-    data = build_dataset(events, cfg.horizon_s, embeddings)
+    data = build_dataset(events, cfg.horizon_s, embeddings, progress=bars)
     train, val = time_split(data, cfg.split)
     _require_both_classes("train", train, cfg.events)
     _require_both_classes("validation", val, cfg.events)
@@ -185,18 +202,22 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=cfg.patience, restore_best_weights=True
     )
-    history = model.fit(
-        x_fit,
-        y_fit,
-        validation_data=(x_es, y_es),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        callbacks=[stop],
-        shuffle=True,
-        verbose=cfg.verbose,
-    )
-    val_losses = history.history["val_loss"]
-    best_epoch = int(np.argmin(val_losses)) + 1
+    with Progress("train", cfg.epochs, unit="epochs", enabled=cfg.verbose == 1) as bar:
+        history = model.fit(
+            x_fit,
+            y_fit,
+            validation_data=(x_es, y_es),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            callbacks=[stop, EpochProgress(bar)],
+            shuffle=True,
+            verbose=2 if cfg.verbose >= 2 else 0,
+        )
+        val_losses = history.history["val_loss"]
+        best_epoch = int(np.argmin(val_losses)) + 1
+        if len(val_losses) < cfg.epochs:
+            ran = len(val_losses)
+            bar.update(ran, total=ran, note=f"early stop; best epoch {best_epoch}")
     p_keras = model.predict(val.X, batch_size=4096, verbose=0).reshape(-1)
     t_train = time.perf_counter() - t0
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,9 +45,10 @@ def test_train_then_evaluate_on_another_log(tmp_path: Path) -> None:
             "--threads", "1",
             "--link", str(link),
         ],
+        env={"INTENTFLOW_LOG_LEVEL": "debug"},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "Epoch 1/2" in result.output  # Keras progress is shown
+    assert "Epoch 1/2" in result.output  # Keras's own line per epoch, at debug only
     assert "logistic_regression" in result.output and "oracle roc_auc" in result.output
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))
     assert link.resolve() == out.resolve()
@@ -98,6 +102,27 @@ def test_train_then_evaluate_on_another_log(tmp_path: Path) -> None:
     version = json.loads((link / "metadata.json").read_text())["model_version"]
     assert link.resolve() == (out.parent / version).resolve()
     assert os.readlink(link) == os.path.join("bundles", version)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_train_prints_no_tensorflow_log_lines_by_default(tmp_path: Path) -> None:
+    # A fresh process: TensorFlow's start-up lines are written while it is imported.
+    log = synthetic_log(tmp_path / "a.jsonl", tmp_path / "a.truth.jsonl", users=60, seed=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTENTFLOW_", "TF_"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "train", "--events", str(log),
+         "--truth", str(tmp_path / "a.truth.jsonl"), "--out", str(tmp_path / "b"),
+         "--epochs", "2", "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    # stderr holds nothing but progress lines (written only if a step takes over 5 s).
+    progress = re.compile(r"^(read events|features|train): \d+% \| .* elapsed$")
+    assert [line for line in run.stderr.splitlines() if not progress.match(line)] == []
+    assert "Epoch" not in run.stdout
+    assert run.stdout.startswith("read ") and "oracle roc_auc" in run.stdout
+    assert len(run.stdout.splitlines()) == 11  # 3 steps, a blank line, 7 of results
 
 
 def test_evaluate_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
