@@ -4,11 +4,16 @@ It starts (or reuses) the local Kafka broker, creates the topics, trains a model
 traffic unless one is already built, starts a worker, streams live shoppers (with a few
 malformed events) and shows scores as they arrive. It ends on Ctrl-C or after ``--seconds``
 with a summary: events, scores, dead letters, end-to-end latency and where /metrics is.
+
+It prints one line per step, so that the first scores are on the first screen. The training
+steps run as their own commands with their output in ``var/demo-train.log``; on a terminal
+their progress bars show.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -26,10 +31,12 @@ import orjson
 from streams.devtools.localkafka import DEFAULT_HOME, LocalKafka, broker_ready
 from streams.errors import IntentflowError, ModelError
 from streams.kafka.connection import connection
+from streams.progress import on_terminal
 from streams.settings import Settings, load_settings
 
 # Under the working directory (the repository, for `make demo`): generated logs and state.
 DATA = Path("var") / "demo-data"
+TRAIN_LOG = Path("var") / "demo-train.log"
 TAOBAO_CSV = Path("data") / "taobao" / "user_behavior_815_users.csv"  # ships with the repo
 
 
@@ -50,10 +57,24 @@ def _step(message: str) -> None:
     click.secho(f"==> {message}", fg="cyan", err=True)
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run(cmd, env=env, check=False)
+def _run(args: list[str], env: dict[str, str]) -> None:
+    """Run ``intentflow ARGS`` with its output in TRAIN_LOG (its progress bars, on a terminal,
+    stay on screen); on failure, show the end of the log and stop."""
+    live = on_terminal()
+    cmd = [sys.executable, "-m", "streams.cli", *args, *([] if live else ["--quiet"])]
+    shown = "intentflow " + " ".join(cmd[3:])
+    TRAIN_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with TRAIN_LOG.open("ab") as log:
+        log.write(f"$ {shown}\n".encode())
+        log.flush()
+        stderr = None if live else subprocess.STDOUT
+        result = subprocess.run(cmd, env=env, stdout=log, stderr=stderr, check=False)
     if result.returncode != 0:
-        raise IntentflowError(f"`{' '.join(cmd[1:])}` failed with exit code {result.returncode}")
+        for line in TRAIN_LOG.read_text(errors="replace").splitlines()[-15:]:
+            click.echo(f"  {line}", err=True)
+        raise IntentflowError(
+            f"`{shown}` failed with exit code {result.returncode}; see {TRAIN_LOG}"
+        )
 
 
 def ensure_model(link: Path, dataset: str, env: dict[str, str]) -> None:
@@ -65,24 +86,35 @@ def ensure_model(link: Path, dataset: str, env: dict[str, str]) -> None:
         _step(f"reusing model {bundle.model_version} ({link})")
         return
     except ModelError as exc:
-        _step(f"training a model ({exc.__class__.__name__}: no usable bundle at {link})")
+        source = "the Taobao sample" if dataset == "taobao" else "2,000 simulated shoppers (3 days)"
+        _step(
+            f"no usable model at {link} ({exc.__class__.__name__}): training one on {source}, "
+            f"log {TRAIN_LOG}"
+        )
+    started = time.monotonic()
     DATA.mkdir(parents=True, exist_ok=True)
-    cli = [sys.executable, "-m", "streams.cli"]
     if dataset == "taobao":
         events, truth = DATA / "taobao.jsonl", None
         if not events.exists():
-            _run([*cli, "import-taobao", str(TAOBAO_CSV), "--out", str(events)], env)
+            _run(["import-taobao", str(TAOBAO_CSV), "--out", str(events)], env)
     else:
         events, truth = DATA / "sim-train.jsonl", DATA / "sim-train.truth.jsonl"
         if not events.exists():
-            _run([*cli, "simulate", "--users", "2000", "--duration", "3d", "--seed", "7",
-                  "--out", str(events), "--truth-out", str(truth), "--quiet"], env)  # fmt: skip
+            _run(["simulate", "--users", "2000", "--duration", "3d", "--seed", "7",
+                  "--out", str(events), "--truth-out", str(truth)], env)  # fmt: skip
     out = link.parent / "bundles" / f"{dataset}-{{model_version}}"
-    cmd = [*cli, "train", "--events", str(events), "--out", str(out), "--epochs", "20"]
+    cmd = ["train", "--events", str(events), "--out", str(out), "--epochs", "20"]
     if truth is not None:
         cmd += ["--truth", str(truth)]
     _run(cmd, env)
     built = max((link.parent / "bundles").glob(f"{dataset}-*"), key=lambda p: p.stat().st_mtime)
+    meta = json.loads((built / "metadata.json").read_text(encoding="utf-8"))
+    val, base = meta["metrics"]["validation"], meta["metrics"]["baselines"]
+    _step(
+        f"trained model {meta['model_version']} in {time.monotonic() - started:.0f}s: "
+        f"roc_auc {val['roc_auc']:.3f} on {val['rows']:,} validation snapshots (logistic "
+        f"regression {base['logistic_regression']['roc_auc']:.3f}); report {built}/report.md"
+    )
     tmp = link.with_name(link.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(os.path.relpath(built, link.parent))
@@ -211,13 +243,16 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
         _step(f"Kafka ready in {took:.1f}s")
     from streams.kafka.topics import create_topics
 
-    for name, outcome in create_topics(settings).items():
-        _step(f"topic {name}: {outcome}")
+    outcomes = create_topics(settings)
+    names = ", ".join(name.removesuffix(f".{run}") for name in outcomes)
+    if all(o.startswith("created") for o in outcomes.values()):
+        _step(f"created topics {names} (suffix .{run}, for this run only)")
+    else:
+        _step("topics: " + "; ".join(f"{n} {o}" for n, o in outcomes.items()))
     model_link = settings.model_path if dataset == "sim" else Path("models/taobao-current")
     ensure_model(model_link, dataset, env)
     if dataset == "taobao" and not (DATA / "taobao.jsonl").exists():
-        _run([sys.executable, "-m", "streams.cli", "import-taobao", str(TAOBAO_CSV),
-              "--out", str(DATA / "taobao.jsonl")], env)  # fmt: skip
+        _run(["import-taobao", str(TAOBAO_CSV), "--out", str(DATA / "taobao.jsonl")], env)
 
     log_path = Path("var") / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
