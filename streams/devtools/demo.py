@@ -57,6 +57,15 @@ def _step(message: str) -> None:
     click.secho(f"==> {message}", fg="cyan", err=True)
 
 
+def _near(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it (shorter, and the same
+    on every machine)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _run(args: list[str], env: dict[str, str]) -> None:
     """Run ``intentflow ARGS`` with its output in TRAIN_LOG (its progress bars, on a terminal,
     stay on screen); on failure, show the end of the log and stop."""
@@ -238,7 +247,8 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
     else:
         port = int(settings.bootstrap_servers[0].rpartition(":")[2])
         started_broker = LocalKafka(home=DEFAULT_HOME, port=port, controller_port=port + 1)
-        _step(f"starting Kafka at {started_broker.bootstrap} (log {started_broker.log_file})")
+        kafka_log = _near(started_broker.log_file)
+        _step(f"starting Kafka at {started_broker.bootstrap} (log {kafka_log})")
         took = started_broker.start(timeout=120)
         _step(f"Kafka ready in {took:.1f}s")
     from streams.kafka.topics import create_topics
