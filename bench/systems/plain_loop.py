@@ -19,7 +19,7 @@ from bench.systems.aioloop import arguments, run
 from streams.contracts.dead_letters import encode_dead_letter
 from streams.model.bundle import ModelBundle, load_bundle
 from streams.processing.envelope import StoredProfile
-from streams.processing.step import Record, run_step
+from streams.processing.step import Record, StepConfig, run_step
 
 
 class DictProfiles(dict[tuple[int, str], StoredProfile]):
@@ -32,15 +32,18 @@ class DictProfiles(dict[tuple[int, str], StoredProfile]):
 class PlainJob:
     def __init__(self, bundle: ModelBundle, top_k: int = 5) -> None:
         self.bundle = bundle
-        self.top_k = top_k
+        self.config = StepConfig(top_k=top_k)
         self.profiles = DictProfiles()
 
     def __call__(self, records: Sequence[Any]) -> list[tuple[bytes | None, bytes]]:
         now = time.time()
-        batch = [Record(r.topic, r.partition, r.offset, r.key, r.value, now) for r in records]
-        out = run_step(batch, self.profiles, self.bundle, max_event_bytes=65_536, top_k=self.top_k)
+        batch = [
+            Record(r.topic, r.partition, r.offset, r.key, r.value, now, r.timestamp / 1000)
+            for r in records
+        ]
+        out = run_step(batch, self.profiles, self.bundle, self.config)
         sends: list[tuple[bytes | None, bytes]] = [
-            (record.key, encode_dead_letter(letter)) for record, letter in out.applied.dead_letters
+            (record.key, encode_dead_letter(letter)) for record, letter in out.dead_letters
         ]
         sends.extend(out.scored.records)
         for user, (stored, record) in out.applied.profiles.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from quixstreams.utils.json import loads as json_loads
 
 from streams.model.bundle import ModelBundle, load_bundle
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
-from streams.processing.step import Record, Row, apply_batch, score
+from streams.processing.step import Record, Row, StepConfig, apply_batch, score
 
 PROFILE = "profile"
+CONFIG = StepConfig()
 _ENVELOPE = b"\x01"  # the first byte of a stored profile envelope (streams.processing.envelope)
 
 
@@ -59,8 +61,8 @@ class StateProfiles:
 def apply_event(value: bytes, key: Any, timestamp: int, headers: Any, state: State) -> Row | None:
     """Apply one record with the worker's step; the scored row, or None if rejected."""
     ctx = message_context()
-    record = Record(ctx.topic, ctx.partition, ctx.offset, key, value, timestamp / 1000)
-    applied = apply_batch([record], StateProfiles(state), max_event_bytes=65_536)
+    record = Record(ctx.topic, ctx.partition, ctx.offset, key, value, time.time(), timestamp / 1000)
+    applied = apply_batch([record], StateProfiles(state), CONFIG)
     for stored, _ in applied.profiles.values():
         state.set(PROFILE, encode_stored(stored))
     return applied.rows[0] if applied.rows else None

@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Final = "1"
 DEFAULT_MAX_EVENT_BYTES = 65_536
+MAX_PRICE: Final = 1e9  # the schema's maximum: a larger price is a producer bug, not a sale
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -88,6 +89,21 @@ class ErrorClass(StrEnum):
     INVALID_VALUE = "invalid_value"
     NAIVE_TIMESTAMP = "naive_timestamp"
     UNSUPPORTED_VERSION = "unsupported_version"
+    # Poison inputs the worker checks beyond the schema, and failures of its own stages:
+    NULL_VALUE = "null_value"  # a record with no value (a tombstone)
+    KEY_MISMATCH = "key_mismatch"  # the record key is not the payload's user_id
+    CLOCK_SKEW = "clock_skew"  # occurred_at too far after the record's Kafka timestamp
+    PROCESSING_ERROR = "processing_error"  # a stage failed on this record (the reason says which)
+
+
+# The classes ``decode_event`` returns (a payload's own problems). The others are found by the
+# worker from the record around the payload, or by its stages.
+PAYLOAD_ERROR_CLASSES: Final = frozenset(ErrorClass) - {
+    ErrorClass.NULL_VALUE,
+    ErrorClass.KEY_MISMATCH,
+    ErrorClass.CLOCK_SKEW,
+    ErrorClass.PROCESSING_ERROR,
+}
 
 
 class ClickEvent(BaseModel):
@@ -102,7 +118,7 @@ class ClickEvent(BaseModel):
     event_type: EventType
     item_id: Id | None = None
     category_id: Id | None = None
-    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    price: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | None = None
     quantity: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral_float)] | None = None
     occurred_at: Rfc3339Datetime
 

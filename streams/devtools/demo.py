@@ -238,6 +238,9 @@ def demo_command(seconds: float, dataset: str, rate: float, show_every: float) -
         "topic_dlq": f"{base.topic_dlq}.{run}",
         "app_id": f"{base.app_id}-{run}",
         "data_dir": str(Path("var").absolute() / "demo" / run),
+        # The simulated shoppers live a day in a few minutes: their events are dated up to a day
+        # after they are produced, which the worker would otherwise reject as clock skew.
+        "max_clock_skew_seconds": str(2 * 86_400),
     }
     settings = load_settings(**scoped)
     env = dict(os.environ, **{f"INTENTFLOW_{k.upper()}": v for k, v in scoped.items()})

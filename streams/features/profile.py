@@ -184,6 +184,8 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
     if event.price is not None:
         price_sum += float(event.price) * f_long_event
         price_n += f_long_event
+        if not math.isfinite(price_sum):  # never store a value that poisons every later score
+            raise ValueError(f"event {event.event_id}: price {event.price} overflows the price sum")
 
     cart = tuple(entry for entry in p.cart if entry[1] >= clock - CART_TTL_S)
     if event.item_id is not None:

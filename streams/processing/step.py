@@ -2,12 +2,17 @@
 
 ``run_step`` is the one function the worker (and every benchmarked system) calls per batch:
 consumed records and the users' stored profiles in, what to send and write out. Data flows one
-way: records -> decoded events -> updated profiles -> one onnxruntime call -> encoded scores.
+way: records -> checked events -> updated profiles -> one onnxruntime call -> encoded records.
+
+No input stops it. Each record is checked and applied on its own: a record that is not a valid
+event, or that fails any stage (loading its user's profile, updating it, featurising, scoring,
+encoding), becomes a dead letter with its class and reason, and the batch goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -16,10 +21,10 @@ import numpy as np
 
 from streams import features
 from streams.contracts.dead_letters import DeadLetter, dead_letter
-from streams.contracts.events import ClickEvent, Rejection, decode_event
+from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
 from streams.contracts.scores import encode_score
 from streams.model.bundle import ModelBundle
-from streams.processing.envelope import StoredProfile
+from streams.processing.envelope import StoredProfile, topic_identity
 from streams.processing.throttle import Throttle
 
 
@@ -31,8 +36,24 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     consumed_at: float  # unix seconds when the worker took it
+    timestamp: float | None = None  # the record's Kafka timestamp, unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """The step's limits and output options (from the settings object)."""
+
+    max_event_bytes: int = 65_536
+    max_clock_skew_seconds: float = 300.0
+    top_k: int = 5
+    # topic name -> identity stored with each profile (streams.processing.envelope)
+    topic_ids: Mapping[str, int] = field(default_factory=dict)
+
+    def topic_id(self, topic: str) -> int:
+        known = self.topic_ids.get(topic)
+        return known if known is not None else topic_identity(topic)
 
 
 @dataclass(slots=True)
@@ -46,7 +67,9 @@ class Row:
 
 class ProfileLookup(Protocol):
     """Read access to stored profiles (the worker's table, a benchmark's dict). Profiles are
-    partitioned like the input: a user's profile lives in the partition of the user's events."""
+    partitioned like the input: a user's profile lives in the partition of the user's events.
+    ``get`` may raise (an unreadable stored profile): the step dead-letters that user's records.
+    """
 
     def get(self, partition: int, user_id: str, /) -> StoredProfile | None: ...
 
@@ -69,6 +92,7 @@ class Scored:
     rows: list[Row]
     probabilities: np.ndarray
     records: list[tuple[bytes, bytes]]  # (key, value)
+    dead_letters: list[tuple[Record, DeadLetter]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -78,100 +102,216 @@ class StepOutput:
     applied: Applied
     scored: Scored
 
+    @property
+    def dead_letters(self) -> list[tuple[Record, DeadLetter]]:
+        return self.applied.dead_letters + self.scored.dead_letters
 
-def apply_batch(
-    records: Sequence[Record], profiles: ProfileLookup, *, max_event_bytes: int
-) -> Applied:
-    """Decode, validate and apply a batch of records to the users' profiles, in order.
+
+def processing_error(stage: str, exc: BaseException) -> Rejection:
+    """The rejection for a record that a stage failed on: names the stage and the exception."""
+    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+    reason = f"stage `{stage}` failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    return Rejection(ErrorClass.PROCESSING_ERROR, reason)
+
+
+def check_record(record: Record, config: StepConfig) -> ClickEvent | Rejection:
+    """The event a record carries, or why it is not one. Never raises.
+
+    Beyond the schema: a record must have a value, its key must be the payload's user_id (the
+    profile of a user lives in the partition its key maps to), and its event time may not be
+    more than ``max_clock_skew_seconds`` after the record's Kafka timestamp (a far-future event
+    would freeze the user's clock and make every later event "out of order").
+    """
+    if record.value is None:
+        return Rejection(
+            ErrorClass.NULL_VALUE,
+            "record has no value (a tombstone); clickstream.v1 records carry a JSON event",
+        )
+    decoded = decode_event(record.value, config.max_event_bytes)
+    if isinstance(decoded, Rejection):
+        return decoded
+    if record.key is None:
+        return Rejection(
+            ErrorClass.KEY_MISMATCH,
+            "record has no key; clickstream.v1 records must be keyed by the event's user_id",
+        )
+    if record.key != decoded.user_id.encode("utf-8"):
+        return Rejection(
+            ErrorClass.KEY_MISMATCH,
+            f"record key ({len(record.key)} bytes) is not the event's user_id; "
+            "clickstream.v1 records must be keyed by user_id",
+        )
+    if record.timestamp is not None:
+        skew = decoded.ts - record.timestamp
+        if skew > config.max_clock_skew_seconds or not math.isfinite(skew):
+            return Rejection(
+                ErrorClass.CLOCK_SKEW,
+                f"field `occurred_at` is {skew:.0f} s after the record's Kafka timestamp; "
+                f"at most {config.max_clock_skew_seconds:.0f} s is accepted "
+                "(INTENTFLOW_MAX_CLOCK_SKEW_SECONDS)",
+            )
+    return decoded
+
+
+class _Unreadable:
+    """A user whose stored profile could not be read in this batch."""
+
+    __slots__ = ("rejection",)
+
+    def __init__(self, rejection: Rejection) -> None:
+        self.rejection = rejection
+
+
+def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: StepConfig) -> Applied:
+    """Check and apply a batch of records to the users' profiles, in order, each on its own.
 
     A user's stored profile is read from ``profiles`` the first time the batch touches the
     user; later events of the same user build on the in-batch profile.
     """
     out = Applied()
-    current: dict[str, StoredProfile | None] = {}
+    current: dict[str, StoredProfile | _Unreadable | None] = {}
     for record in records:
-        decoded = decode_event(record.value, max_event_bytes)
-        if isinstance(decoded, Rejection):
-            letter = dead_letter(
-                record.value,
-                decoded,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            out.dead_letters.append((record, letter))
+        checked = check_record(record, config)
+        if isinstance(checked, Rejection):
+            out.dead_letters.append((record, _letter(record, checked)))
             continue
-        user = decoded.user_id
+        user = checked.user_id
         if user in current:
             stored = current[user]
         else:
-            stored = current[user] = profiles.get(record.partition, user)
-        if stored is not None and record.offset <= stored.offset:
+            try:
+                stored = profiles.get(record.partition, user)
+            except Exception as exc:
+                stored = _Unreadable(processing_error("load_profile", exc))
+            current[user] = stored
+        if isinstance(stored, _Unreadable):
+            out.dead_letters.append((record, _letter(record, stored.rejection)))
+            continue
+        topic = config.topic_id(record.topic)
+        if stored is not None and stored.has_applied(topic, record.partition, record.offset):
             out.replayed += 1
             continue
-        profile = features.update(stored.profile if stored else None, decoded)
-        stored = current[user] = StoredProfile(record.offset, profile)
+        try:
+            profile = features.update(stored.profile if stored else None, checked)
+        except Exception as exc:
+            out.dead_letters.append((record, _letter(record, processing_error("update", exc))))
+            continue
+        stored = current[user] = StoredProfile(record.offset, profile, record.partition, topic)
         out.profiles[user] = (stored, record)
-        out.rows.append(Row(decoded, profile, record))
+        out.rows.append(Row(checked, profile, record))
     return out
 
 
-def score_rows(bundle: ModelBundle, rows: Sequence[Row]) -> np.ndarray:
-    """One onnxruntime call for the whole batch."""
-    matrix = features.feature_matrix([(r.profile, r.event) for r in rows], bundle.embeddings)
-    return bundle.predict(matrix)
+def _letter(record: Record, rejection: Rejection) -> DeadLetter:
+    return dead_letter(
+        record.value,
+        rejection,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
 
 
-def encode_scores(
-    rows: Sequence[Row],
-    probabilities: np.ndarray,
-    bundle: ModelBundle,
-    *,
-    top_k: int,
-    scored_at: datetime | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """purchase-scores.v1 records as (key, value) pairs, keyed by user_id."""
+def _features(rows: Sequence[Row], bundle: ModelBundle) -> tuple[np.ndarray, list[int], list]:
+    """The feature matrix of the rows that featurise to finite values, their indices, and the
+    (index, rejection) of the others."""
+    failed: list[tuple[int, Rejection]] = []
+    try:
+        matrix = features.feature_matrix([(r.profile, r.event) for r in rows], bundle.embeddings)
+    except Exception:  # find the rows that fail, one at a time
+        vectors, keep = [], []
+        for i, row in enumerate(rows):
+            try:
+                vectors.append(features.feature_vector(row.profile, row.event, bundle.embeddings))
+                keep.append(i)
+            except Exception as exc:
+                failed.append((i, processing_error("features", exc)))
+        n = len(features.FEATURE_NAMES)
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), n)
+    else:
+        keep = list(range(len(rows)))
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        for j in np.flatnonzero(~finite).tolist():
+            bad = [features.FEATURE_NAMES[c] for c in np.flatnonzero(~np.isfinite(matrix[j]))]
+            reason = f"stage `features` failed: non-finite values in {', '.join(bad[:5])}"
+            failed.append((keep[j], Rejection(ErrorClass.PROCESSING_ERROR, reason)))
+        matrix = matrix[finite]
+        keep = [i for i, ok in zip(keep, finite.tolist(), strict=True) if ok]
+    return matrix, keep, failed
+
+
+def _predict(
+    bundle: ModelBundle, matrix: np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, Rejection]]]:
+    """One onnxruntime call; if it fails, one call per row to find the rows that fail."""
+    try:
+        return bundle.predict(matrix), []
+    except Exception:
+        probabilities = np.full(len(matrix), np.nan, dtype=np.float32)
+        failed = []
+        for j in range(len(matrix)):
+            try:
+                probabilities[j] = bundle.predict(matrix[j : j + 1])[0]
+            except Exception as exc:
+                failed.append((j, processing_error("score", exc)))
+        return probabilities, failed
+
+
+def score(
+    rows: Sequence[Row], bundle: ModelBundle, *, top_k: int, scored_at: datetime | None = None
+) -> Scored:
+    """Score rows with one onnxruntime call and encode their purchase-scores.v1 records.
+
+    Non-finite features never reach the model: such a row, and any row the model or the
+    encoder fails on, becomes a ``processing_error`` dead letter naming the stage.
+    """
+    rows = list(rows)
+    if not rows:
+        return Scored([], np.zeros(0, dtype=np.float32), [])
+    matrix, keep, failed = _features(rows, bundle)
+    dead = [(rows[i].record, _letter(rows[i].record, r)) for i, r in failed]
+    probabilities, failed_score = _predict(bundle, matrix) if keep else (np.zeros(0), [])
+    bad = {j for j, _ in failed_score}
+    dead += [(rows[keep[j]].record, _letter(rows[keep[j]].record, r)) for j, r in failed_score]
     stamp = scored_at or datetime.now(UTC)
-    return [
-        (
-            row.event.user_id.encode(),
-            encode_score(
+    out_rows, out_p, records = [], [], []
+    for j, (i, probability) in enumerate(zip(keep, probabilities.tolist(), strict=True)):
+        if j in bad:
+            continue
+        row = rows[i]
+        try:
+            value = encode_score(
                 row.event,
                 probability,
                 model_version=bundle.model_version,
                 feature_version=bundle.feature_version,
                 top_categories=features.top_categories(row.profile, top_k) if top_k else [],
                 scored_at=stamp,
-            ),
-        )
-        for row, probability in zip(rows, probabilities.tolist(), strict=True)
-    ]
-
-
-def score(rows: Sequence[Row], bundle: ModelBundle, *, top_k: int) -> Scored:
-    """Score rows with one onnxruntime call and encode their records."""
-    rows = list(rows)
-    if not rows:
-        return Scored([], np.zeros(0, dtype=np.float32), [])
-    probabilities = score_rows(bundle, rows)
-    return Scored(rows, probabilities, encode_scores(rows, probabilities, bundle, top_k=top_k))
+            )
+        except Exception as exc:
+            dead.append((row.record, _letter(row.record, processing_error("encode", exc))))
+            continue
+        out_rows.append(row)
+        out_p.append(probability)
+        records.append((row.event.user_id.encode(), value))
+    return Scored(out_rows, np.asarray(out_p, dtype=np.float32), records, dead)
 
 
 def run_step(
     records: Sequence[Record],
     profiles: ProfileLookup,
     bundle: ModelBundle,
+    config: StepConfig,
     *,
-    max_event_bytes: int,
-    top_k: int,
     throttle: Throttle | None = None,
     now: float = 0.0,
 ) -> StepOutput:
-    """One batch: decode, apply, (throttle,) score and encode.
+    """One batch: check and apply, (throttle,) score and encode.
 
     With a ``throttle``, rows inside a user's window wait in it (``Throttle.due``) instead of
     being scored now; ``now`` is the wall-clock time the throttle measures windows in.
     """
-    applied = apply_batch(records, profiles, max_event_bytes=max_event_bytes)
+    applied = apply_batch(records, profiles, config)
     rows = throttle.admit(applied.rows, now) if throttle is not None else applied.rows
-    return StepOutput(applied, score(rows, bundle, top_k=top_k))
+    return StepOutput(applied, score(rows, bundle, top_k=config.top_k))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
+from streams.contracts.events import PAYLOAD_ERROR_CLASSES, ClickEvent, Rejection, decode_event
 from streams.devtools.localkafka import free_port
 from streams.errors import BrokerUnreachableError
 from streams.settings import load_settings
@@ -79,7 +79,7 @@ def test_malformed_payloads_are_caught_with_their_expected_class(run: list[SimRe
     bad = [r for r in run if not r.valid]
     kinds = Counter(r.bad_kind for r in bad)
     assert set(kinds) == set(BadKind), "every kind of problem appears in a run this size"
-    assert {r.error_class for r in bad} == set(ErrorClass)
+    assert {r.error_class for r in bad} == set(PAYLOAD_ERROR_CLASSES)
     for rec in bad:
         assert b"\n" not in rec.payload
         assert rec.intent is None and rec.event_id is None
