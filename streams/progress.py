@@ -2,9 +2,10 @@
 
 One helper for every long command (simulate, import-taobao, train, evaluate). It imports only
 rich and the standard library, so any room may use it (``model_export`` included). On a
-terminal the bar redraws in place; when stderr is a file or a pipe (CI logs, ``| tee``) it
-writes one line at most every ``every_s`` seconds, and the final state at the end if it wrote
-any, so a short step prints nothing and a long one leaves a readable trail.
+terminal the bar redraws in place and is cleared when the step ends (the command's own summary
+follows, and the demo's screen stays short). When stderr is a file or a pipe (CI logs,
+``| tee``) it writes one line at most every ``every_s`` seconds, and the final state at the end
+if it wrote any, so a short step prints nothing and a long one leaves a readable trail.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Progress:
                 ),
                 console=Console(stderr=True),
                 expand=True,
+                transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(

@@ -83,8 +83,12 @@ def test_disabled_prints_nothing() -> None:
     assert out.getvalue() == "" and bar.completed == 4
 
 
-def test_the_bar_runs_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    with Progress("train", 3, unit="epochs", live=True) as bar:
+def test_the_bar_runs_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws as on a terminal
+    with Progress("train", 3, unit="epochs") as bar:
+        assert bar.live
         bar.advance(note="loss 0.5")
         bar.update(3, note="loss 0.4")
     err = capsys.readouterr().err
