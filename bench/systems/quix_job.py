@@ -36,7 +36,6 @@ from streams.processing.step import Record, Row, StepConfig, apply_batch, score
 
 PROFILE = "profile"
 CONFIG = StepConfig()
-_ENVELOPE = b"\x01"  # the first byte of a stored profile envelope (streams.processing.envelope)
 
 
 def _dumps(value: Any) -> bytes:
@@ -44,7 +43,9 @@ def _dumps(value: Any) -> bytes:
 
 
 def _loads(value: bytes) -> Any:
-    return value if value[:1] == _ENVELOPE else json_loads(value)
+    # A stored profile envelope starts with its version byte (1, 2, ...: a control character),
+    # which no JSON document (Quix's own values) starts with.
+    return value if value[:1] < b" " else json_loads(value)
 
 
 class StateProfiles:
