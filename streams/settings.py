@@ -74,10 +74,19 @@ class Settings(BaseSettings):
 
     # Worker
     app_id: str = Field("intentflow", min_length=1, description="Consumer group and app id.")
-    batch_max: int = Field(256, ge=1, le=100_000, description="Most events per scoring batch.")
-    batch_window_seconds: float = Field(
-        0.02, gt=0, le=10, description="Longest wait to fill a scoring batch."
-    )
+    checkpoint_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often scores, profiles and input offsets are "
+        "checkpointed (see the README's delivery guarantees).",
+    )  # fmt: skip
+    profile_cache_users: int = Field(
+        100_000, ge=100, le=100_000_000,
+        description="Decoded profiles kept in memory: every changed one until the next "
+        "checkpoint, plus this many recently used.",
+    )  # fmt: skip
+    batch_max: int = Field(
+        500, ge=1, le=100_000,
+        description="Most input records per fetch, each fetch one step (and one model call).",
+    )  # fmt: skip
     scoring_policy: ScoringPolicy = Field(
         ScoringPolicy.EVERY_EVENT,
         description="every_event, or throttled (at most once per user per score_interval).",
@@ -88,6 +97,10 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         65_536, ge=256, le=10_485_760, description="Larger payloads go to the DLQ."
     )
+    max_clock_skew_seconds: float = Field(
+        300.0, gt=0, le=31_536_000,
+        description="Events dated more than this after their Kafka timestamp go to the DLQ.",
+    )  # fmt: skip
     model_path: Path = Field(
         Path("models/current"), description="Model bundle served (a symlink to a bundle)."
     )

@@ -68,6 +68,18 @@ def existing_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
         admin.close()
 
 
+def topic_id(settings: Settings, name: str) -> str | None:
+    """The Kafka topic id of ``name`` (a UUID that changes when the topic is re-created), or
+    None when the broker does not report one."""
+    admin = admin_client(settings)
+    try:
+        (description,) = admin.describe_topics([name])
+    finally:
+        admin.close()
+    found = description.get("topic_id")
+    return str(found) if found else None
+
+
 def create_topics(settings: Settings) -> dict[str, str]:
     """Create every missing topic; check the existing ones. Returns name -> what happened."""
     from kafka.admin import NewTopic

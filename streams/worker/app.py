@@ -16,12 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.kafka.connection import KafkaConnection, connection
 from streams.model.server import ModelServer
+from streams.processing.envelope import topic_identity
+from streams.processing.step import StepConfig
 from streams.processing.throttle import Throttle
 from streams.settings import Settings
 from streams.worker import agents, faust_compat, health
 from streams.worker.context import Worker
-from streams.worker.gapfill import GapFiller
 from streams.worker.metrics import Metrics
+from streams.worker.runner import BatchRunner
 
 PROFILE_TABLE = "user_profile"
 
@@ -61,13 +63,33 @@ def broker_credentials(conn: KafkaConnection) -> Any:
     return None
 
 
-def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> Worker:
+def step_config(settings: Settings, events_topic_id: str | None = None) -> StepConfig:
+    """The batch step's configuration. ``events_topic_id``: the input topic's Kafka topic id,
+    stored with each profile so a re-created topic is never mistaken for a replay."""
+    return StepConfig(
+        max_event_bytes=settings.max_event_bytes,
+        max_clock_skew_seconds=settings.max_clock_skew_seconds,
+        top_k=settings.top_categories,
+        topic_ids={settings.topic_events: topic_identity(settings.topic_events, events_topic_id)},
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    models: ModelServer,
+    metrics: Metrics,
+    events_topic_id: str | None = None,
+) -> Worker:
     """Build the Faust app with topics, table, agents, timers and web pages."""
     faust_compat.install()
     app = faust.App(
         settings.app_id,
         env={},
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_consumer=[
+            f"{faust_compat.CONSUMER_SCHEME}://{server}" for server in settings.bootstrap_servers
+        ],
         broker_credentials=broker_credentials(connection(settings)),
         broker_client_id=f"{settings.app_id}-worker",
         broker_request_timeout=40.0,
@@ -75,7 +97,7 @@ def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> 
         broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
         broker_commit_every=10_000,
-        broker_max_poll_records=max(500, settings.batch_max * 2),
+        broker_max_poll_records=settings.batch_max,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         producer_acks=-1,
@@ -141,8 +163,11 @@ def create_app(settings: Settings, *, models: ModelServer, metrics: Metrics) -> 
         models=models,
         throttle=Throttle(settings.score_interval_seconds),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx"),
-        gaps=GapFiller(settings),
+        step_config=step_config(settings, events_topic_id),
+        changelog_topic=changelog_topic_name(settings),
     )
+    worker.runner = BatchRunner(worker)
+    app.batch_runner = worker.runner  # type: ignore[attr-defined]  # BatchConsumer reads it
     agents.register(worker)
     health.register(worker)
     return worker

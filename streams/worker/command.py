@@ -14,7 +14,12 @@ import sys
 import click
 
 from streams.errors import ConfigError, IntentflowError
-from streams.kafka.topics import check_partition_count, create_topics, existing_partitions
+from streams.kafka.topics import (
+    check_partition_count,
+    create_topics,
+    existing_partitions,
+    topic_id,
+)
 from streams.model.server import ModelServer
 from streams.settings import Settings, load_settings
 from streams.worker.metrics import Metrics
@@ -22,8 +27,10 @@ from streams.worker.metrics import Metrics
 log = logging.getLogger("intentflow.worker")
 
 
-def preflight(settings: Settings, models: ModelServer) -> None:
-    """Fail fast, with the fix in the message, before Faust starts retrying forever."""
+def preflight(settings: Settings, models: ModelServer) -> str | None:
+    """Fail fast, with the fix in the message, before Faust starts retrying forever.
+
+    Returns the input topic's Kafka topic id (see ``streams.processing.envelope``)."""
     from streams.worker.app import changelog_topic_name
 
     try:
@@ -39,6 +46,7 @@ def preflight(settings: Settings, models: ModelServer) -> None:
     current = existing_partitions(settings, [changelog])
     if changelog in current:
         check_partition_count(changelog, current[changelog], settings.partitions)
+    return topic_id(settings, settings.topic_events)
 
 
 @click.command(
@@ -60,10 +68,10 @@ def worker_command(ctx: click.Context) -> None:
     models = ModelServer(
         settings.model_path, threads=settings.onnx_threads, on_outcome=metrics.model_outcome
     )
-    preflight(settings, models)
+    events_topic_id = preflight(settings, models)
     from streams.worker.app import create_app
 
-    worker = create_app(settings, models=models, metrics=metrics)
+    worker = create_app(settings, models=models, metrics=metrics, events_topic_id=events_topic_id)
     sys.argv = ["intentflow worker", "worker", "--loglevel", settings.log_level, *ctx.args]
     try:
         worker.app.main()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
 from streams.model.server import ModelServer
+from streams.processing.step import StepConfig
 from streams.processing.throttle import Throttle
 from streams.settings import Settings
-from streams.worker.gapfill import GapFiller
 from streams.worker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from streams.worker.runner import BatchRunner
 
 
 @dataclass
@@ -29,9 +32,15 @@ class Worker:
     models: ModelServer
     throttle: Throttle
     executor: ThreadPoolExecutor
-    gaps: GapFiller
+    step_config: StepConfig
+    changelog_topic: str
+    runner: BatchRunner = field(init=False)  # set by create_app
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)
-    # partition -> next input offset to apply (streams.worker.agents.in_offset_order)
-    next_offsets: dict[int, int] = field(default_factory=dict)
     assigned_once: bool = False
+
+    @property
+    def throttle_policy(self) -> Throttle | None:
+        """The throttle, when the throttled scoring policy is on."""
+        throttled = self.settings.scoring_policy.value == "throttled"
+        return self.throttle if throttled else None

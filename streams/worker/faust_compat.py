@@ -1,24 +1,57 @@
 """Every private Faust name the worker relies on, and every Faust subclass, in one file.
 
-Nothing here changes Faust when imported: ``install`` applies the store alias and the gap
-patch, and ``create_app`` calls it. When faust-streaming changes one of these internals, this
-is the one file to read.
+Nothing here changes Faust when imported: ``install`` registers the store and transport
+aliases, and ``create_app`` calls it. No Faust function is patched. When faust-streaming
+changes one of these internals, this is the one file to read.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from faust.sensors.prometheus import PrometheusMonitor
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.streams import _current_event
-from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 
 STORE_URL = "intentflow-rocksdb://"
-_faust_add_gap = FaustConsumer._add_gap
+CONSUMER_SCHEME = "intentflow-batch"  # broker_consumer=["intentflow-batch://host:port"]
+
+
+class BatchConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, whose fetches of the input topic go to the batch runner.
+
+    Every fetch passes through ``_wait_next_records``; the input topic's records are taken
+    out there and handed, as one batch, to ``app.batch_runner.process`` (which returns once
+    they are applied and sent). The rest (changelog records during recovery and standby)
+    continue into Faust as usual.
+    """
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        generation = self.app.consumer_generation_id
+        records, active = await super()._wait_next_records(timeout)
+        runner = getattr(self.app, "batch_runner", None)
+        if records and runner is not None:
+            mine = {tp: rs for tp, rs in records.items() if tp.topic == runner.topic}
+            if mine:
+                records = {tp: rs for tp, rs in records.items() if tp not in mine}
+                try:
+                    await runner.process(mine, generation)
+                except Exception as exc:
+                    # Delivery or commit failed (the broker, not an input: the step isolates
+                    # those). Stop: the restarted worker replays from the last commit.
+                    await self.app.crash(exc)
+                    raise
+        return records, active
+
+
+class BatchTransport(AIOKafkaTransport):
+    """The aiokafka transport with ``BatchConsumer``."""
+
+    Consumer = BatchConsumer
 
 
 class ChangelogRecoveredStore(RocksDBStore):
@@ -70,47 +103,42 @@ class BatchLevelMonitor(PrometheusMonitor):
         self._metrics.total_error_messages_sent.inc()
 
 
-async def _never_ack_a_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-    """Replaces Faust's automatic acknowledgement of an offset jump: the input topic is neither
-    compacted nor transactional, so a jump means records not yet processed (see
-    ``streams.worker.gapfill``)."""
-
-
 def install() -> None:
-    """Register the store alias and turn Faust's gap acknowledgement off (idempotent)."""
+    """Register the store and transport aliases (idempotent)."""
     STORES.aliases[STORE_URL.split(":", maxsplit=1)[0]] = f"{__name__}:ChangelogRecoveredStore"
-    FaustConsumer._add_gap = _never_ack_a_gap  # type: ignore[method-assign]
+    TRANSPORTS.aliases[CONSUMER_SCHEME] = f"{__name__}:BatchTransport"
 
 
-async def acknowledge_range(consumer: Any, tp: TP, first: int, last: int) -> None:
-    """Count offsets ``first..last`` as acknowledged in Faust's commit bookkeeping (after the
-    agent processed the records it fetched for them)."""
-    await _faust_add_gap(consumer, tp, first, last)
+def tp(topic: str, partition: int) -> TP:
+    return TP(topic, partition)
 
 
-def unacknowledge(consumer: Any, message: Any) -> None:
-    """Keep a held-back message out of Faust's acknowledgements: take_events acks every event
-    it yielded, and a counted ack would let the committed offset pass the held-back range."""
-    message.acked = True  # Consumer.ack() records nothing for an already-acked message
-    consumer._unacked_messages.discard(message)  # nor waits for it at a rebalance
+def partition_db(table: Any, partition: int) -> Any:
+    """The RocksDB database (rocksdict, raw mode) of one partition of a table."""
+    return table.data._db_for_partition(partition)
+
+
+def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+    """One RocksDB write batch of ``(key, value)`` puts into a partition of a table."""
+    import rocksdict
+
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key, value in items:
+        batch.put(key, value)
+    partition_db(table, partition).write(batch)
+
+
+async def commit(consumer: Any, offsets: dict[TP, int]) -> bool:
+    """Commit ``offsets`` (next offset to read, per TP) through Faust's consumer, which flushes
+    the producer first and keeps its own committed-offset bookkeeping."""
+    committed: bool = await consumer._commit_offsets(offsets)
+    return committed
 
 
 def committed_offset(consumer: Any, tp: TP) -> int | None:
     """The offset Faust last committed for ``tp`` (None: nothing yet)."""
     committed: int | None = consumer._committed_offset.get(tp)
     return committed
-
-
-def set_current_event(event: Any) -> None:
-    """Make ``event`` Faust's "current event" for the next table read or write.
-
-    Faust's RocksDB table reads and writes the partition database, and sends the changelog to
-    the partition, of the current event. In a micro-batch the current event is not the one
-    whose user we touch, so set it per access. Set only the context variable:
-    ``Stream._set_current_event`` would also overwrite ``stream.current_event``, which
-    take_events' buffer filler reads concurrently, and pair the next message with this event.
-    """
-    _current_event.set(weakref.ref(event))
 
 
 def rocksdb_key_estimate(table: Any) -> int:

@@ -31,7 +31,7 @@ PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 MODEL_RELOAD_OUTCOMES = ("loaded", "missing", "corrupt", "spec_mismatch")
 # "valid", "replayed" (applied before a restart, skipped) or a reject class.
 EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
-ERROR_STAGES = ("batch", "model_reload", "observe")
+ERROR_STAGES = ("batch", "model_reload", "observe", "dead_letter")
 
 
 @dataclass
@@ -120,12 +120,23 @@ class Metrics:
             "1 when the worker has a model and its partitions are assigned and recovered.",
             registry=r,
         )
-        self.offset_gaps_filled = Counter(
-            "intentflow_offset_gaps_filled_total",
-            "Times Faust skipped input offsets (around rebalances) and the worker read them "
-            "directly, so they were applied in order rather than lost.",
+        self.offset_rewinds = Counter(
+            "intentflow_offset_rewinds_total",
+            "Times a fetch skipped input offsets (around rebalances) and the worker seeked the "
+            "partition back to read them, so they were applied in order rather than lost.",
             registry=r,
         )
+        self.checkpoint_duration = Histogram(
+            "intentflow_checkpoint_duration_seconds",
+            "Wall time of one checkpoint: deliveries awaited, changelog sent, RocksDB written, "
+            "offsets committed.",
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.checkpoint_users = Histogram(
+            "intentflow_checkpoint_profiles",
+            "Changed profiles written (changelog and RocksDB) per checkpoint.",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
         self.errors = Counter(
             "intentflow_worker_errors_total",
             "Unexpected errors caught in the worker loop, by stage.",

@@ -5,6 +5,7 @@ lands in the DLQ with its reason."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from collections import Counter
@@ -17,6 +18,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from model_export.dataset import replay_features
+from streams.contracts.dead_letters import MAX_DLQ_PAYLOAD_BYTES
 from streams.contracts.events import ClickEvent, decode_event
 from streams.model.bundle import load_bundle
 from streams.sources.simulate.stream import SimRecord, generate
@@ -101,10 +103,20 @@ def test_every_malformed_event_is_in_the_dlq_with_its_reason(
             if letter["payload_encoding"] == "base64"
             else letter["payload"].encode()
         )
-        by_payload[(raw, letter["error_class"])] += 1
+        # A dead letter keeps the first 64 KiB of a payload, with the whole one's size and hash.
+        assert letter["payload_truncated"] == (letter["payload_bytes"] > MAX_DLQ_PAYLOAD_BYTES)
+        by_payload[(letter["payload_sha256"], len(raw), letter["error_class"])] += 1
         assert letter["reason"]
         assert letter["source_offset"] >= 0
-    expected = Counter((r.payload, r.error_class.value) for r in bad if r.error_class)
+    expected = Counter(
+        (
+            hashlib.sha256(r.payload).hexdigest(),
+            min(len(r.payload), MAX_DLQ_PAYLOAD_BYTES),
+            r.error_class.value,
+        )
+        for r in bad
+        if r.error_class
+    )
     assert by_payload == expected
     assert len({r.error_class for r in bad}) >= 8  # every kind of problem was exercised
 

@@ -1,0 +1,272 @@
+"""The batch runner: the worker's input loop, below Faust's per-message stream.
+
+Faust stays the application (agents, the table and its changelog, co-partitioned assignment,
+recovery, web, timers, sensors), but the input topic's records never become Faust messages.
+``faust_compat.BatchConsumer`` hands each fetch of the input partitions to ``BatchRunner.process``,
+which keeps every partition in strict offset order, runs the pure step over the whole fetch
+(``streams.processing.step.run_step``) against a bounded cache of decoded profiles, and sends
+the scores and dead letters at once. About once a second it checkpoints, in one order:
+
+1. scores and dead letters delivered (their futures awaited);
+2. one changelog record per changed user delivered;
+3. one RocksDB write batch per partition;
+4. the input offsets committed.
+
+A crash anywhere replays from the last commit. Each stored profile carries the position of
+the last event applied to it (``streams.processing.envelope``), so the replay skips what the
+profiles already hold, and they end equal to those of an uninterrupted run. The model to read
+for this shape is Quix Streams' ``Checkpoint.commit()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
+from streams.processing.step import Record, run_step
+from streams.worker import faust_compat
+from streams.worker.context import Worker
+from streams.worker.sending import publish_dead_letters, publish_scores
+
+log = logging.getLogger("intentflow.worker")
+
+
+class ProfileCache:
+    """Decoded profiles of the assigned partitions: every changed one until the next
+    checkpoint writes it, and up to ``capacity`` unchanged ones, least recently used first out.
+    Misses read the partition's RocksDB database. It is the step's ``ProfileLookup``."""
+
+    def __init__(self, table: Any, capacity: int) -> None:
+        self._table = table
+        self.capacity = capacity
+        self.clean: OrderedDict[tuple[int, str], StoredProfile] = OrderedDict()
+        self.dirty: dict[tuple[int, str], StoredProfile] = {}
+        self.hits = self.misses = 0
+
+    def get(self, partition: int, user_id: str, /) -> StoredProfile | None:
+        key = (partition, user_id)
+        found = self.dirty.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        found = self.clean.get(key)
+        if found is not None:
+            self.clean.move_to_end(key)
+            self.hits += 1
+            return found
+        self.misses += 1
+        data = faust_compat.partition_db(self._table, partition).get(user_id.encode("utf-8"))
+        if data is None:
+            return None
+        stored = decode_stored(data)  # a ProfileDecodeError dead-letters this user's events
+        self._remember(key, stored)
+        return stored
+
+    def put(self, partition: int, user_id: str, stored: StoredProfile) -> None:
+        key = (partition, user_id)
+        self.clean.pop(key, None)
+        self.dirty[key] = stored
+
+    def take_dirty(self) -> dict[tuple[int, str], StoredProfile]:
+        """The changed profiles, which become clean cache entries."""
+        dirty, self.dirty = self.dirty, {}
+        for key, stored in dirty.items():
+            self._remember(key, stored)
+        return dirty
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget partitions this worker no longer owns (changed entries included)."""
+        for store in (self.clean, self.dirty):
+            for key in [k for k in store if k[0] in partitions]:
+                del store[key]
+
+    def _remember(self, key: tuple[int, str], stored: StoredProfile) -> None:
+        self.clean[key] = stored
+        self.clean.move_to_end(key)
+        while len(self.clean) > self.capacity:
+            self.clean.popitem(last=False)
+
+
+@dataclass
+class Pending:
+    """What the runner has sent or changed since its last checkpoint."""
+
+    sends: list[Any] = field(default_factory=list)  # awaitables: deliveries of scores, DLQ
+    commit: dict[Any, int] = field(default_factory=dict)  # TP -> next offset to read
+    events: int = 0
+
+
+class BatchRunner:
+    """Processes the input partitions' fetches and checkpoints them (see the module doc)."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.settings = w.settings
+        self.topic = w.settings.topic_events
+        self.cache = ProfileCache(w.profiles, w.settings.profile_cache_users)
+        self.lock = asyncio.Lock()
+        self.pending = Pending()
+        self.expected: dict[Any, int] = {}  # TP -> next offset to apply
+        self.refetched: dict[Any, tuple[int, int]] = {}  # TP -> (expected, got) seeked once
+        self.last_checkpoint = time.monotonic()
+        self.generation = -1
+
+    # -- the input loop ------------------------------------------------------------------
+
+    async def process(self, fetched: Mapping[Any, Sequence[Any]], generation: int) -> None:
+        """Apply one fetch of the input partitions (aiokafka records, by TP)."""
+        async with self.lock:
+            app = self.w.app
+            if generation != app.consumer_generation_id:
+                return  # fetched before a rebalance: the new owner reads it again
+            self.generation = generation
+            owned = app.consumer.assignment()
+            now = time.time()
+            batch: list[Record] = []
+            for tp, records in fetched.items():
+                if tp not in owned:
+                    continue
+                for r in await self._in_order(tp, records):
+                    timestamp = r.timestamp / 1000 if r.timestamp is not None else None
+                    batch.append(
+                        Record(tp.topic, tp.partition, r.offset, r.key, r.value, now, timestamp)
+                    )
+            if batch:
+                await self._apply(batch, now)
+            if self._checkpoint_due():
+                await self._checkpoint()
+
+    async def _in_order(self, tp: Any, records: Sequence[Any]) -> list[Any]:
+        """The records that continue ``tp`` exactly where this worker left it.
+
+        A record before the expected offset was already applied (a prefetch handed over
+        again) and is skipped. A record after it means offsets in between were not handed
+        over: the partition is seeked back to the expected offset and read again, never
+        skipped. Only when the re-read jumps the same way again (offsets that hold no
+        record, such as transaction markers) is the jump accepted.
+        """
+        expected = self.expected.get(tp)
+        if expected is None:  # first records since the assignment: continue from the commit
+            committed = faust_compat.committed_offset(self.w.app.consumer, tp)
+            expected = committed if committed is not None and committed >= 0 else None
+        out = []
+        for record in records:
+            if expected is not None and record.offset < expected:
+                continue
+            if expected is not None and record.offset > expected:
+                if self.refetched.get(tp) != (expected, record.offset):
+                    self.refetched[tp] = (expected, record.offset)
+                    log.warning(
+                        "%s[%d]: offsets %d..%d were not handed over; reading them again",
+                        tp.topic, tp.partition, expected, record.offset - 1,
+                    )  # fmt: skip
+                    self.w.metrics.offset_rewinds.inc()
+                    await self.w.app.consumer.seek_wait({tp: expected})
+                    break
+                log.info(
+                    "%s[%d]: offsets %d..%d hold no records (read twice); going on",
+                    tp.topic, tp.partition, expected, record.offset - 1,
+                )  # fmt: skip
+            out.append(record)
+            expected = record.offset + 1
+        if expected is not None:
+            self.expected[tp] = expected
+        return out
+
+    async def _apply(self, batch: list[Record], now: float) -> None:
+        w, metrics = self.w, self.w.metrics
+        bundle = w.models.bundle
+        assert bundle is not None  # the worker does not start without a model
+        started = time.perf_counter()
+        out = run_step(
+            batch, self.cache, bundle, w.step_config, throttle=w.throttle_policy, now=now
+        )
+        applied = out.applied
+        for user, (stored, record) in applied.profiles.items():
+            self.cache.put(record.partition, user, stored)
+        letters = await publish_dead_letters(w, out.dead_letters)
+        if letters:
+            self.pending.sends.append(letters)
+        self.pending.sends.extend(await publish_scores(w, out.scored, started))
+        metrics.events_consumed.labels("valid").inc(
+            len(applied.rows) - len(out.scored.dead_letters)
+        )
+        if applied.replayed:
+            metrics.events_consumed.labels("replayed").inc(applied.replayed)
+            log.info("skipped %d events already applied before a restart", applied.replayed)
+        for record in batch:
+            tp = faust_compat.tp(record.topic, record.partition)
+            self.pending.commit[tp] = record.offset + 1
+            w.processed_offsets[record.partition] = record.offset
+        self.pending.events += len(batch)
+        metrics.last_event_processed.set(now)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        elapsed = time.monotonic() - self.last_checkpoint
+        return bool(self.pending.commit or self.pending.sends) and (
+            elapsed >= self.settings.checkpoint_interval_seconds
+            or len(self.cache.dirty) >= self.settings.profile_cache_users
+        )
+
+    async def checkpoint_if_due(self) -> None:
+        """Checkpoint when one is due (a timer: an idle input still delivers and commits)."""
+        async with self.lock:
+            if self._checkpoint_due():
+                await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        w = self.w
+        pending, self.pending = self.pending, Pending()
+        started = time.perf_counter()
+        # 1. scores and dead letters delivered
+        for send in pending.sends:
+            await send
+        # 2. one changelog record per changed user, delivered
+        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.topic}
+        dirty = {k: v for k, v in self.cache.take_dirty().items() if k[0] in owned}
+        values = {key: encode_stored(stored) for key, stored in dirty.items()}
+        send, changelog = w.app.producer.send, w.changelog_topic
+        futures = [
+            await send(changelog, user.encode("utf-8"), value, partition, None, None)
+            for (partition, user), value in values.items()
+        ]
+        for future in futures:
+            await future
+        # 3. one RocksDB write batch per partition
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for (partition, user), value in values.items():
+            by_partition.setdefault(partition, []).append((user.encode("utf-8"), value))
+        for partition, items in by_partition.items():
+            faust_compat.write_batch(w.profiles, partition, items)
+        # 4. input offsets committed (only of partitions still owned)
+        commit = {tp: offset for tp, offset in pending.commit.items() if tp.partition in owned}
+        if commit:
+            await faust_compat.commit(w.app.consumer, commit)
+        self.last_checkpoint = time.monotonic()
+        w.metrics.checkpoint_duration.observe(time.perf_counter() - started)
+        w.metrics.checkpoint_users.observe(len(values))
+
+    # -- rebalances -----------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        """Checkpoint while the partitions are still owned, then forget them."""
+        mine = {tp for tp in revoked if tp.topic == self.topic}
+        async with self.lock:
+            await self._checkpoint()
+            self.cache.drop_partitions({tp.partition for tp in mine})
+            for tp in mine:
+                self.expected.pop(tp, None)
+                self.refetched.pop(tp, None)
+
+    def on_assigned(self) -> None:
+        """Each partition continues from its committed offset (Faust seeks there)."""
+        self.expected.clear()
+        self.refetched.clear()

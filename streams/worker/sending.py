@@ -1,0 +1,87 @@
+"""Handing a batch's scores and dead letters to the producer, and counting them.
+
+Both the batch runner and the per-message agent send through here. Sends return delivery
+futures that the caller awaits before it writes profiles or commits offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from streams.contracts.dead_letters import DeadLetter, dead_letter_key, encode_dead_letter
+from streams.processing.step import Record, Scored
+from streams.worker.context import Worker
+
+log = logging.getLogger("intentflow.worker")
+
+
+class DeadLetterSends:
+    """Delivery futures of a batch's dead letters, with their source positions."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.sends: list[tuple[Record, Any]] = []
+
+    def __await__(self) -> Any:
+        return self.delivered().__await__()
+
+    def __bool__(self) -> bool:
+        return bool(self.sends)
+
+    async def delivered(self) -> None:
+        """Wait for every dead letter. One the broker refuses for its size (it cannot happen
+        with the capped records, but a broker may set a smaller limit) is counted and logged
+        with its source position instead of stopping the worker; any other failure raises, so
+        the batch is not committed and is read again."""
+        from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+
+        for record, future in self.sends:
+            try:
+                await future
+            except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+                self.w.metrics.errors.labels("dead_letter").inc()
+                log.error(
+                    "dead letter for %s[%d]@%d could not be written (%s); the record stays "
+                    "readable at that position while the topic retains it",
+                    record.topic, record.partition, record.offset, type(exc).__name__,
+                )  # fmt: skip
+
+
+async def publish_dead_letters(
+    w: Worker, letters: Sequence[tuple[Record, DeadLetter]]
+) -> DeadLetterSends:
+    """Hand dead letters to the producer and count them by class."""
+    sends = DeadLetterSends(w)
+    metrics = w.metrics
+    for record, letter in letters:
+        future = await w.app.producer.send(
+            w.settings.topic_dlq, dead_letter_key(record.key), encode_dead_letter(letter),
+            None, None, None,
+        )  # fmt: skip
+        sends.sends.append((record, future))
+        metrics.events_consumed.labels(letter.error_class.value).inc()
+        metrics.dlq_writes.labels(letter.error_class.value).inc()
+    return sends
+
+
+async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]:
+    """Hand scored records to the producer; count them. Returns the delivery futures."""
+    if not scored.rows:
+        return []
+    metrics = w.metrics
+    metrics.inference_duration.observe(time.perf_counter() - started)
+    metrics.inference_batch_size.observe(len(scored.rows))
+    # Straight to the transport producer: Topic.send's channel layers cost more per score
+    # than the scoring itself. Each returns the delivery future the batch waits for.
+    send, topic = w.app.producer.send, w.settings.topic_scores
+    futures = [await send(topic, key, value, None, None, None) for key, value in scored.records]
+    handed = time.time()
+    for row, probability in zip(scored.rows, scored.probabilities.tolist(), strict=True):
+        metrics.event_to_score_latency.observe(max(0.0, handed - row.event.ts))
+        metrics.ingest_to_score_latency.observe(max(0.0, handed - row.record.consumed_at))
+        metrics.purchase_probability.observe(probability)
+    metrics.scores_published.inc(len(scored.rows))
+    return futures

@@ -1,0 +1,208 @@
+"""The batch runner without a broker: strict offset order, the profile cache, and the
+checkpoint's order (deliveries, changelog, RocksDB, commit) with fakes for Faust's parts and a
+real RocksDB."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import rocksdict
+from faust.types import TP
+
+from streams.model.bundle import load_bundle
+from streams.processing.envelope import decode_stored
+from streams.processing.throttle import Throttle
+from streams.settings import load_settings
+from streams.worker.app import step_config
+from streams.worker.context import Worker
+from streams.worker.metrics import Metrics
+from streams.worker.runner import BatchRunner
+from tests.bundles import make_bundle
+from tests.integration.harness import click_events
+
+START = 1_760_000_000.0
+TOPIC = "events"
+
+
+class Delivery:
+    """An awaitable delivery that logs when it is awaited (what "delivered" means here)."""
+
+    def __init__(self, log: list[str], what: str) -> None:
+        self.log, self.what = log, what
+
+    def __await__(self) -> Any:
+        self.log.append(f"delivered {self.what}")
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return None
+
+
+class Producer:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.sent: list[tuple[str, bytes, bytes, int | None]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: Any, *_: Any) -> Any:
+        self.sent.append((topic, key, value, partition))
+        return Delivery(self.log, topic)
+
+
+class Consumer:
+    def __init__(self, log: list[str], partitions: set[int]) -> None:
+        self.log = log
+        self.owned = {TP(TOPIC, p) for p in partitions}
+        self._committed_offset: dict[TP, int | None] = {}
+        self.commits: list[dict[TP, int]] = []
+        self.seeks: list[dict[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return set(self.owned)
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.append(dict(partitions))
+
+    async def _commit_offsets(self, offsets: dict[TP, int]) -> bool:
+        self.log.append("commit")
+        self.commits.append(dict(offsets))
+        return True
+
+
+class LoggedDB:
+    def __init__(self, db: Any, log: list[str], partition: int) -> None:
+        self.db, self.log, self.partition = db, log, partition
+
+    def get(self, key: bytes) -> Any:
+        return self.db.get(key)
+
+    def write(self, batch: Any) -> None:
+        self.log.append(f"rocksdb {self.partition}")
+        self.db.write(batch)
+
+
+class Store:
+    def __init__(self, root: Path, log: list[str]) -> None:
+        self.root, self.log, self.dbs = root, log, {}
+
+    def _db_for_partition(self, partition: int) -> Any:
+        if partition not in self.dbs:
+            db = rocksdict.Rdict(
+                str(self.root / f"p{partition}"), options=rocksdict.Options(raw_mode=True)
+            )
+            self.dbs[partition] = LoggedDB(db, self.log, partition)
+        return self.dbs[partition]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    log: list[str] = []
+    settings = load_settings(topic_events=TOPIC, checkpoint_interval_seconds=60)
+    bundle = load_bundle(make_bundle(tmp_path / "b", "runner-v1", seed=3))
+    app = SimpleNamespace(
+        consumer_generation_id=1,
+        consumer=Consumer(log, {0, 1}),
+        producer=Producer(log),
+    )
+    w = Worker(
+        settings=settings, app=app, events_topic=None, scores_topic=None, dlq_topic=None,
+        profiles=SimpleNamespace(data=Store(tmp_path, log)), metrics=Metrics(),
+        models=SimpleNamespace(bundle=bundle), throttle=Throttle(5.0), executor=None,
+        step_config=step_config(settings), changelog_topic="changelog",
+    )  # type: ignore[arg-type]  # fmt: skip
+    runner = BatchRunner(w)
+    return SimpleNamespace(log=log, w=w, app=app, runner=runner)
+
+
+def fetch(partition: int, first: int, payloads: list[tuple[bytes, bytes]]) -> dict[TP, list]:
+    records = [
+        SimpleNamespace(offset=first + i, key=k, value=v, timestamp=int(START * 1000))
+        for i, (k, v) in enumerate(payloads)
+    ]
+    return {TP(TOPIC, partition): records}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_checkpoint_delivers_then_writes_the_changelog_then_rocksdb_then_commits(rig) -> None:
+    payloads = click_events(30, users=3, seed=1, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads), 1))
+    sent_topics = {t for t, *_ in rig.app.producer.sent}
+    assert sent_topics == {rig.w.settings.topic_scores}  # nothing written before a checkpoint
+    assert rig.log == []
+    run(rig.runner._checkpoint())
+    changelog = [(k, v, p) for t, k, v, p in rig.app.producer.sent if t == "changelog"]
+    assert len(changelog) == 3 and {p for *_, p in changelog} == {0}  # one record per user
+    # Order: every score delivered, then every changelog record, then RocksDB, then commit.
+    scores = [e for e in rig.log if e.endswith(rig.w.settings.topic_scores)]
+    assert len(scores) == 30
+    assert rig.log == [*scores, *["delivered changelog"] * 3, "rocksdb 0", "commit"]
+    assert rig.app.consumer.commits == [{TP(TOPIC, 0): 30}]
+    db = rig.w.profiles.data._db_for_partition(0)
+    for key, value, _ in changelog:
+        assert db.get(key) == value
+        assert decode_stored(value).offset <= 29
+
+
+def test_a_jump_in_offsets_seeks_back_and_is_accepted_only_when_it_repeats(rig) -> None:
+    payloads = click_events(10, users=2, seed=2, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads[:4]), 1))
+    # Offsets 4..5 were not handed over: the partition is read again from 4.
+    run(rig.runner.process(fetch(0, 6, payloads[6:]), 1))
+    assert rig.app.consumer.seeks == [{TP(TOPIC, 0): 4}]
+    assert rig.runner.pending.commit == {TP(TOPIC, 0): 4}
+    # A prefetch handed over again is skipped; the re-read continues in order.
+    run(rig.runner.process(fetch(0, 2, payloads[2:]), 1))
+    assert rig.runner.pending.commit == {TP(TOPIC, 0): 10}
+    # The same jump twice (offsets with no record, e.g. transaction markers) is accepted.
+    more = click_events(4, users=2, seed=3, start=START - 1800)
+    run(rig.runner.process(fetch(0, 12, more[:2]), 1))
+    run(rig.runner.process(fetch(0, 12, more[:2]), 1))
+    assert rig.app.consumer.seeks[-1] == {TP(TOPIC, 0): 10}
+    assert rig.runner.pending.commit == {TP(TOPIC, 0): 14}
+
+
+def test_the_first_fetch_after_an_assignment_continues_from_the_commit(rig) -> None:
+    payloads = click_events(10, users=2, seed=4, start=START - 3600)
+    rig.app.consumer._committed_offset[TP(TOPIC, 1)] = 5
+    run(rig.runner.process(fetch(1, 3, payloads[3:]), 1))  # a stale prefetch from 3
+    assert rig.runner.pending.commit == {TP(TOPIC, 1): 10}
+    scored = [k for t, k, *_ in rig.app.producer.sent]
+    assert len(scored) == 5  # offsets 5..9 only
+
+
+def test_a_fetch_from_an_older_generation_or_a_lost_partition_writes_nothing(rig) -> None:
+    payloads = click_events(10, users=2, seed=5, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads), 0))  # generation 0 < current 1
+    assert rig.app.producer.sent == [] and rig.runner.pending.commit == {}
+    run(rig.runner.process(fetch(0, 0, payloads), 1))
+    rig.app.consumer.owned = {TP(TOPIC, 1)}  # partition 0 is lost before the checkpoint
+    run(rig.runner._checkpoint())
+    assert [t for t, *_ in rig.app.producer.sent if t == "changelog"] == []
+    assert rig.app.consumer.commits == []
+    assert not any(e.startswith("rocksdb") for e in rig.log)
+
+
+def test_a_revocation_checkpoints_while_owned_and_forgets_the_partition(rig) -> None:
+    payloads = click_events(10, users=2, seed=6, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads), 1))
+    run(rig.runner.on_revoked({TP(TOPIC, 0)}))
+    assert rig.app.consumer.commits == [{TP(TOPIC, 0): 10}]
+    assert rig.runner.cache.clean == {} and rig.runner.cache.dirty == {}
+    assert TP(TOPIC, 0) not in rig.runner.expected
+
+
+def test_profiles_are_read_from_rocksdb_once_and_then_from_the_cache(rig) -> None:
+    payloads = click_events(20, users=2, seed=7, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads[:10]), 1))
+    run(rig.runner._checkpoint())
+    fresh = BatchRunner(rig.w)  # a restarted worker: an empty cache over the same RocksDB
+    run(fresh.process(fetch(0, 10, payloads[10:15]), 1))
+    assert (fresh.cache.misses, fresh.cache.hits) == (2, 0)  # one read per user and batch
+    run(fresh.process(fetch(0, 15, payloads[15:]), 1))
+    assert (fresh.cache.misses, fresh.cache.hits) == (2, 2)  # the next batch hits the cache
+    assert {stored.offset for stored in fresh.cache.dirty.values()} <= set(range(10, 20))
