@@ -26,7 +26,9 @@ class Config:
     events: int = 200_000  # BENCH_EVENTS: preloaded events for the drain
     users: int = 50_000  # BENCH_USERS: simulated shoppers
     repeats: int = 3  # BENCH_REPEATS: timed drains per system
-    batch_max: int = 256  # BENCH_BATCH_MAX: batch size of every system (the worker's default)
+    # BENCH_BATCH_MAX: batch size of the baselines, and of the workers if set; unset, each
+    # worker runs at its own default and the baselines at the current worker's default
+    batch_max: int | None = None
     latency_seconds: float = 20.0  # BENCH_LATENCY_SECONDS: per offered rate
     latency_fixed_rate: float = 1000.0  # BENCH_LATENCY_RATE
     latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # of the worker's drain rate
@@ -42,6 +44,11 @@ class Config:
     sections: tuple[str, ...] = SECTIONS  # BENCH_SECTIONS: a subset, comma separated
     out_dir: Path = field(default_factory=lambda: Path("bench/results"))  # BENCH_OUT
     keep: bool = False  # BENCH_KEEP=1: keep the scratch directory (logs, data)
+    # BENCH_OLD_WORKER: a commit whose worker is drained too, as system worker_<commit>
+    # (f87345e: the last per-message Faust worker, before the batch runner); empty: none
+    old_worker: str = "f87345e"
+    # BENCH_LATENCY_QUIX=1: also offer the fixed rate to the Quix job (latency and CPU)
+    latency_quix: bool = True
 
     @classmethod
     def from_env(cls) -> Config:
@@ -53,7 +60,9 @@ class Config:
             events=_int("BENCH_EVENTS", cls.events),
             users=_int("BENCH_USERS", cls.users),
             repeats=max(1, _int("BENCH_REPEATS", cls.repeats)),
-            batch_max=_int("BENCH_BATCH_MAX", cls.batch_max),
+            batch_max=int(os.environ["BENCH_BATCH_MAX"])
+            if os.environ.get("BENCH_BATCH_MAX")
+            else None,
             latency_seconds=_float("BENCH_LATENCY_SECONDS", cls.latency_seconds),
             latency_fixed_rate=_float("BENCH_LATENCY_RATE", cls.latency_fixed_rate),
             scales=tuple(int(s) for s in _list("BENCH_SCALES", "10000,100000,1000000")),
@@ -68,4 +77,6 @@ class Config:
             sections=sections,
             out_dir=Path(os.environ.get("BENCH_OUT", "bench/results")),
             keep=os.environ.get("BENCH_KEEP", "0") == "1",
+            old_worker=os.environ.get("BENCH_OLD_WORKER", cls.old_worker).strip(),
+            latency_quix=os.environ.get("BENCH_LATENCY_QUIX", "1") == "1",
         )

@@ -10,7 +10,10 @@ Faust recovery) is excluded from it and included in the total rate.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +24,16 @@ from typing import Any
 
 import orjson
 
-from bench import kafkautil
+from bench import agreement, kafkautil
 from bench.procs import CpuMeter, Proc, module_command, unique
 from tests.integration.harness import WorkerProcess
 
 SYSTEMS = ("passthrough", "worker", "plain_loop", "quix")
+
+
+def old_worker_name(commit: str) -> str:
+    """The system name of the worker of another commit: ``worker_<7 hex digits>``."""
+    return f"worker_{commit[:7]}"
 
 
 @dataclass
@@ -38,7 +46,10 @@ class Setup:
     events: int
     bundle: Path  # the bundle directory (or symlink) the worker and the jobs serve
     bundle_kind: str
-    batch_max: int = 256
+    batch_max: int = 500  # the baselines' batch size
+    worker_batch_max: int | None = None  # None: each worker at its own default
+    # worker_<commit> -> an export of that commit, whose worker runs as that system
+    sources: dict[str, Path] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
 
@@ -58,6 +69,8 @@ class DrainRun:
     distinct_event_ids: int | None = None  # checked on the first repetition of each system
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # read back on a verified run (not written to the results: 200k ids)
+    probabilities: agreement.Probabilities | None = field(default=None, repr=False)
 
     @property
     def steady_per_s(self) -> float:
@@ -78,7 +91,19 @@ class DrainRun:
         return self.cpu_seconds / self.events * 1e6
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        probabilities, self.probabilities = self.probabilities, None
+        try:
+            d = asdict(self)
+        finally:
+            self.probabilities = probabilities
+        if probabilities is not None:
+            d["scores_read"] = {
+                "records": probabilities.records,
+                "event_ids": len(probabilities.by_event),
+                "duplicates": probabilities.duplicates,
+                "duplicate_conflicts": probabilities.duplicate_conflicts,
+                "unreadable": probabilities.unreadable,
+            }
         d.update(
             steady_per_s=round(self.steady_per_s, 1),
             total_per_s=round(self.total_per_s, 1),
@@ -88,6 +113,30 @@ class DrainRun:
             cpu_us_per_event=round(self.cpu_us_per_event, 1),
         )
         return d
+
+
+class SourceWorkerProcess(WorkerProcess):
+    """``intentflow worker`` from another tree (an export of an older commit): the same
+    INTENTFLOW_* settings, run with that tree first on the path and as the working directory."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, source: Path) -> None:
+        super().__init__(env, log_path)
+        self.source = source
+
+    def start(self) -> SourceWorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
+        env.update(self.env)
+        env["INTENTFLOW_WEB_PORT"] = str(self.web_port)
+        env.setdefault("INTENTFLOW_WEB_HOST", "127.0.0.1")
+        env["PYTHONPATH"] = str(self.source)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env, cwd=self.source, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        return self
 
 
 class Launched:
@@ -123,6 +172,17 @@ class Launched:
         except (OSError, urllib.error.HTTPError):
             return
 
+    def wait_ready(self, timeout: float) -> None:
+        """Until a worker answers /readyz 200 (a system without a URL: at once)."""
+        deadline = time.monotonic() + timeout
+        while self.ready_url is not None and self.ready_at is None:
+            if not self.alive():
+                raise RuntimeError(f"exited before it was ready:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready within {timeout:.0f} s:\n{self.log()}")
+            self.poll_ready()
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self.proc.stop()
 
@@ -149,21 +209,25 @@ def worker_env(
         "INTENTFLOW_PARTITIONS": "4",
         "INTENTFLOW_MODEL_PATH": str(setup.bundle),
         "INTENTFLOW_DATA_DIR": str(data_dir),
-        "INTENTFLOW_BATCH_MAX": str(setup.batch_max),
         "INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS": "20",
     }
+    if setup.worker_batch_max is not None:
+        env["INTENTFLOW_BATCH_MAX"] = str(setup.worker_batch_max)
     env.update(extra)
     return env
 
 
-def launch(setup: Setup, system: str, output: str, tag: str) -> Launched:
-    """Start ``system`` reading the input topic and writing ``output``."""
+def launch(
+    setup: Setup, system: str, output: str, tag: str, *, input_topic: str | None = None
+) -> Launched:
+    """Start ``system`` reading the input topic (or ``input_topic``) and writing ``output``."""
     logs = setup.home / "logs"
+    source = input_topic or setup.input_topic
     common = [
         "--bootstrap",
         setup.bootstrap,
         "--input",
-        setup.input_topic,
+        source,
         "--output",
         output,
         "--group",
@@ -171,15 +235,24 @@ def launch(setup: Setup, system: str, output: str, tag: str) -> Launched:
         "--batch-max",
         str(setup.batch_max),
     ]
-    if system == "worker" or system.startswith("worker@"):
-        # A worker variant is a set of settings: worker@INTENTFLOW_X=1@INTENTFLOW_Y=2
-        _, *overrides = system.split("@")
+    base, *overrides = system.split("@")
+    if base == "worker" or base in setup.sources:
+        # A worker variant is a set of settings: worker@INTENTFLOW_X=1@INTENTFLOW_Y=2; the
+        # worker of another commit is worker_<commit> (an export of it, setup.sources)
         (setup.home / "data").mkdir(parents=True, exist_ok=True)
         env = worker_env(
-            setup, app_id=unique("bench-worker"), scores=output, data_dir=setup.home / "data" / tag
+            setup,
+            app_id=unique("bench-worker"),
+            scores=output,
+            data_dir=setup.home / "data" / tag,
+            input_topic=source,
         )
         env.update(o.split("=", 1) for o in overrides)  # type: ignore[arg-type]
-        wp = WorkerProcess(env, logs / f"{tag}.log")
+        wp = (
+            SourceWorkerProcess(env, logs / f"{tag}.log", setup.sources[base])
+            if base in setup.sources
+            else WorkerProcess(env, logs / f"{tag}.log")
+        )
         launched_at = time.time()
         return Launched(wp.start(), launched_at)
     if system == "passthrough":
@@ -274,4 +347,11 @@ def drain_once(
         run.distinct_event_ids = len({orjson.loads(v)["event_id"] for _, v, _ in records})
         if run.distinct_event_ids < setup.events:
             run.note = f"only {run.distinct_event_ids} distinct event ids of {setup.events}"
+        if scores(system):
+            run.probabilities = agreement.read_probabilities(v for _, v, _ in records)
     return run
+
+
+def scores(system: str) -> bool:
+    """Whether ``system`` publishes scores (everything but the passthrough)."""
+    return system.split("@", maxsplit=1)[0] != "passthrough"

@@ -46,48 +46,64 @@ def start_record(
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+_SOURCE = re.compile(
+    r"^.*?/(?:intentflow-bench-src-[^/]+|src-[0-9a-f]{12}|main)/(?=(?:streams|bench)/)"
+)
+
+
 def _short(frame: str) -> str:
     """``func (path/to/file.py:123)`` -> ``func (pkg/file.py)``, without the line number."""
     m = _FRAME.match(frame.strip())
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "/work/main/", "lib/python3."):
+    for marker in ("site-packages/", "lib/python3."):
         if marker in path:
             path = path.split(marker, 1)[1]
             if marker == "lib/python3.":
                 path = "stdlib/" + path.split("/", 1)[-1]
             break
+    else:
+        path = _SOURCE.sub("", path)  # a checkout, a snapshot of one, or an old commit's export
     return f"{m.group('func')} ({path})"
+
+
+# (where the innermost frame is, its layer), first match wins
+_LAYERS = (
+    ("streams/features", "intentflow features (pure)"),
+    ("streams/contracts/events", "decode + validate event (msgspec, pydantic)"),
+    ("streams/events", "decode + validate event (msgspec, pydantic)"),
+    ("msgspec", "decode + validate event (msgspec, pydantic)"),
+    ("pydantic", "decode + validate event (msgspec, pydantic)"),
+    ("streams/contracts", "encode scores and dead letters"),
+    ("streams/processing/envelope", "profile envelope encode/decode"),
+    ("streams/state", "profile envelope encode/decode"),
+    ("streams/processing", "intentflow step (processing/)"),
+    ("streams/model", "onnxruntime (bundle.predict)"),
+    ("onnxruntime", "onnxruntime (bundle.predict)"),
+    ("streams/worker", "intentflow worker (runner, sending, metrics)"),
+    ("streams/", "intentflow other"),
+    ("bench/", "bench harness code"),
+    ("rocksdict", "faust table / rocksdb"),
+    ("faust/stores", "faust table / rocksdb"),
+    ("faust/", "faust framework"),
+    ("mode/", "faust framework"),
+    ("aiokafka", "aiokafka client"),
+    ("kafka/", "aiokafka client"),
+    ("prometheus_client", "prometheus_client"),
+    ("asyncio", "asyncio event loop"),
+    ("selectors", "asyncio event loop"),
+    ("numpy", "numpy"),
+    ("orjson", "json"),
+    ("json", "json"),
+)
 
 
 def _bucket(frame: str) -> str:
     """Which layer a frame belongs to, for the layer table."""
-    f = frame
-    if "streams/features" in f:
-        return "intentflow features (pure)"
-    if "streams/events" in f or "pydantic" in f:
-        return "decode + validate (pydantic)"
-    if "streams/state" in f:
-        return "profile envelope encode/decode"
-    if "streams/" in f or "bench/" in f:
-        return "intentflow worker/pipeline code"
-    if "onnxruntime" in f:
-        return "onnxruntime"
-    if "rocksdict" in f or "faust/stores" in f:
-        return "faust table / rocksdb"
-    if "faust/" in f or "mode/" in f:
-        return "faust framework"
-    if "aiokafka" in f or "kafka/" in f:
-        return "aiokafka client"
-    if "prometheus_client" in f:
-        return "prometheus_client"
-    if "asyncio" in f or "selectors" in f:
-        return "asyncio event loop"
-    if "numpy" in f:
-        return "numpy"
-    if "orjson" in f or "json" in f:
-        return "json"
+    for marker, layer in _LAYERS:
+        if marker in frame:
+            return layer
     return "other"
 
 

@@ -23,7 +23,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import data, drain, kafkautil, latency, profiling, report, simulator_rate, state
+from bench import (
+    agreement,
+    data,
+    drain,
+    kafkautil,
+    latency,
+    profiling,
+    report,
+    simulator_rate,
+    snapshot,
+    state,
+)
 from bench.config import Config
 from bench.procs import REPO_ROOT, child_env, module_command
 from streams.devtools.localkafka import LocalKafka, free_port
@@ -120,13 +131,20 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
-    systems = list(drain.SYSTEMS)
+    systems = list(drain.SYSTEMS) + list(setup.sources)
     runs: dict[str, list[drain.DrainRun]] = {s: [] for s in systems}
     for rep in range(cfg.repeats):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
         for system in order:
             log(f"drain rep {rep + 1}/{cfg.repeats}: {system} ({cfg.events:,} events)")
-            r = drain.drain_once(setup, system, rep, verify=rep == 0)
+            try:
+                r = drain.drain_once(setup, system, rep, verify=rep == 0)
+            except RuntimeError as exc:  # one system failing must not lose the others
+                log(f"  FAILED {system}: {str(exc)[:2000]}")
+                res.doc.setdefault("failed", []).append(
+                    {"section": f"drain {system} rep {rep + 1}", "error": str(exc)[:500]}
+                )
+                continue
             runs[system].append(r)
             log(
                 f"  {system}: steady {r.steady_per_s:,.0f}/s, total {r.total_per_s:,.0f}/s, "
@@ -136,6 +154,7 @@ def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
     if cfg.quix_per_message:
         log("drain (once): quix_per_message")
         runs["quix_per_message"] = [drain.drain_once(setup, "quix_per_message", 0, verify=True)]
+    runs = {s: rs for s, rs in runs.items() if rs}
     detail = {}
     for system, rs in runs.items():
         detail[system] = {
@@ -152,21 +171,51 @@ def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
                 [r.ready_at - r.launched_at for r in rs if r.ready_at is not None]
             )
     res.doc["drain_detail"] = detail
-    med = {s: detail[s]["steady_per_s"]["median"] for s in systems}
+    med = {s: detail[s]["steady_per_s"]["median"] for s in detail}
     res.doc["drain_events_per_s"] = med
-    res.doc["drain_total_events_per_s"] = {s: detail[s]["total_per_s"]["median"] for s in systems}
-    res.doc["drain_cpu_us_per_event"] = {s: detail[s]["cpu_us_per_event"]["median"] for s in detail}
-    w = med["worker"]
-    res.doc["ratios"] = {
-        "worker_vs_passthrough": round(w / med["passthrough"], 3),
-        "worker_vs_plain_loop": round(w / med["plain_loop"], 3),
-        "worker_vs_quix": round(w / med["quix"], 3),
+    res.doc["drain_total_events_per_s"] = {s: detail[s]["total_per_s"]["median"] for s in detail}
+    cpu = {s: detail[s]["cpu_us_per_event"]["median"] for s in detail}
+    res.doc["drain_cpu_us_per_event"] = cpu
+    others = [s for s in ("passthrough", "plain_loop", "quix", *setup.sources) if s in med]
+    if "worker" in med:
+        res.doc["ratios"] = {f"worker_vs_{s}": round(med["worker"] / med[s], 3) for s in others}
+        res.doc["ratios_by_cpu"] = {  # CPU per event is less sensitive to a busy machine
+            f"worker_vs_{s}": round(cpu[s] / cpu["worker"], 3) for s in others
+        }
+    res.doc["agreement"] = check_agreement(runs)
+
+
+def check_agreement(runs: dict[str, list[drain.DrainRun]]) -> dict[str, Any]:
+    """purchase_probability per event_id of every scoring system against the worker's."""
+    read = {
+        system: rs[0].probabilities
+        for system, rs in runs.items()
+        if rs and rs[0].probabilities is not None
     }
-    cpu = res.doc["drain_cpu_us_per_event"]
-    res.doc["ratios_by_cpu"] = {  # CPU per event is less sensitive to a busy machine
-        f"worker_vs_{s}": round(cpu[s] / cpu["worker"], 3)
-        for s in ("passthrough", "plain_loop", "quix")
+    out: dict[str, Any] = {
+        "reference": "worker",
+        "tolerance": agreement.TOLERANCE,
+        "basis": "the first drain of each system read back in full; the passthrough is "
+        "excluded (it does not score); a duplicate score of an event must agree too",
+        "duplicates": {
+            s: {"duplicates": p.duplicates, "conflicts": p.duplicate_conflicts}
+            for s, p in read.items()
+        },
     }
+    if "worker" not in read:
+        out["systems"] = {}
+        out["error"] = "the worker's scores were not read back (its drain failed)"
+        return out
+    by_system = {s: p.by_event for s, p in read.items()}
+    out["systems"] = {s: c.to_dict() for s, c in agreement.compare_all(by_system, "worker").items()}
+    out["mismatches"] = sum(c["mismatches"] for c in out["systems"].values())
+    for system, c in out["systems"].items():
+        log(
+            f"  agreement {system} vs worker: {c['compared']:,} compared, {c['mismatches']} "
+            f"mismatches (> {agreement.TOLERANCE:g}), {c['missing']} missing, {c['extra']} "
+            f"extra, max |diff| {c['max_abs_diff']:.2e}"
+        )
+    return out
 
 
 def run_profile(cfg: Config, setup: drain.Setup, res: Results) -> None:
@@ -230,18 +279,23 @@ def run_profile(cfg: Config, setup: drain.Setup, res: Results) -> None:
 
 def run_latency(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results) -> None:
     drain_rate = res.doc.get("drain_events_per_s", {}).get("worker")
-    rates = [(cfg.latency_fixed_rate, f"{cfg.latency_fixed_rate:,.0f}/s fixed")]
+    fixed = (cfg.latency_fixed_rate, f"{cfg.latency_fixed_rate:,.0f}/s fixed")
+    rates = [fixed]
     if drain_rate:
         rates += [
             (round(f * drain_rate), f"{int(f * 100)}% of drain") for f in cfg.latency_fractions
         ]
     else:
         res.skip("latency at fractions of the drain rate", "no drain rate measured in this run")
+    log(f"latency: the worker at {', '.join(label for _, label in rates)}")
     phases = latency.run(setup, ds.records, rates, cfg.latency_seconds)
     res.doc["latency_ms"] = [p.to_row() for p in phases]
+    res.doc["latency_by_system"] = {"worker": res.doc["latency_ms"]}
     res.doc["latency_basis"] = (
         "score arrival at a consumer of the scores topic minus the producer's send time, joined "
-        "on event_id; occurred_at is stamped with the send time, so occurred_at_based agrees"
+        "on event_id; occurred_at is stamped with the send time, so occurred_at_based agrees. "
+        "CPU: user+system seconds of the process under test over the phase (idle timers "
+        "included), per event sent"
     )
     latency.plot_timeline(phases, cfg.out_dir / "latency-timeline.png")
     latency.plot(
@@ -249,6 +303,11 @@ def run_latency(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results)
         cfg.out_dir / "latency.png",
         f"worker event-to-score latency ({cfg.latency_seconds:.0f} s per rate)",
     )
+    res.save()
+    if cfg.latency_quix:
+        log(f"latency: the Quix job at {fixed[1]}")
+        quix = latency.run(setup, ds.records, [fixed], cfg.latency_seconds, system="quix")
+        res.doc["latency_by_system"]["quix"] = [p.to_row() for p in quix]
 
 
 def run_scoring(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results) -> None:
@@ -399,43 +458,74 @@ def run_state(
         rate = users / max(point["recovery_seconds"] - 4.0, 1.0)
 
 
+def worker_default_batch_max() -> int:
+    """INTENTFLOW_BATCH_MAX's default in the code measured (the baselines' batch size)."""
+    from streams.settings import Settings
+
+    return int(Settings.model_fields["batch_max"].default)
+
+
+def old_worker_sources(cfg: Config, home: Path, res: Results) -> dict[str, Path]:
+    """The old worker (``BENCH_OLD_WORKER``, a commit), exported to run beside the current one."""
+    if not cfg.old_worker:
+        return {}
+    try:
+        commit = snapshot.resolve(origin_checkout(), cfg.old_worker)
+        dest = home / f"src-{commit[:12]}"
+        snapshot.export_commit(origin_checkout(), commit, dest)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        res.skip(f"old worker {cfg.old_worker}", f"cannot export it from git: {exc}")
+        return {}
+    name = drain.old_worker_name(commit)
+    res.doc["old_worker"] = {"system": name, "commit": commit, "export": str(dest)}
+    log(f"old worker: {name} = an export of commit {commit[:12]} (git archive)")
+    return {name: dest}
+
+
 def source_identity() -> dict[str, Any]:
-    """The commit measured, and whether the tree differs from it."""
+    """The code measured: the commit, and how it was frozen (see ``run_in_snapshot``)."""
+    if os.environ.get("BENCH_SOURCE"):
+        return dict(json.loads(os.environ["BENCH_SOURCE"]))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False).stdout.strip()  # fmt: skip
+    return {"commit": head, "snapshot": "none", "checkout": str(REPO_ROOT)}
 
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-        )
-        return out.stdout.strip()
 
-    origin = Path(os.environ.get("BENCH_ORIGIN", REPO_ROOT))
-    return {
-        "commit": os.environ.get("BENCH_COMMIT") or git("rev-parse", "HEAD"),
-        "snapshot": os.environ.get("BENCH_IN_SNAPSHOT") == "1",
-        "checkout": str(origin),
-    }
+def origin_checkout() -> Path:
+    """The git checkout the benchmark was started from (a snapshot has no .git)."""
+    return Path(os.environ.get("BENCH_ORIGIN", REPO_ROOT))
 
 
 def run_in_snapshot() -> int | None:
-    """Re-run this benchmark in an export of HEAD, so the code under test cannot change
-    during the run (others may edit the shared checkout). None: already inside one, or
-    BENCH_SNAPSHOT=0 (measure the working tree as it is)."""
-    if os.environ.get("BENCH_IN_SNAPSHOT") == "1" or os.environ.get("BENCH_SNAPSHOT") == "0":
+    """Re-run this benchmark in a frozen copy of the code, so edits others make to the shared
+    checkout during the run cannot change the code under test. ``BENCH_SNAPSHOT``: ``head``
+    (or 1, the default) an export of HEAD; ``tree`` a copy of the working tree as it is now
+    (uncommitted changes included, named by a digest); ``0`` no copy. None: already inside a
+    copy, or no copy wanted."""
+    mode = os.environ.get("BENCH_SNAPSHOT", "head")
+    if os.environ.get("BENCH_IN_SNAPSHOT") == "1" or mode == "0":
         return None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, check=True).stdout.strip()  # fmt: skip
+    if mode not in {"1", "head", "tree"}:
+        raise SystemExit(f"BENCH_SNAPSHOT={mode!r}: choose head, tree or 0")
     dest = Path(tempfile.mkdtemp(prefix="intentflow-bench-src-"))
-    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO_ROOT,
-                             capture_output=True, check=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    if mode == "tree":
+        copied = snapshot.copy_working_tree(REPO_ROOT, dest)
+        source = {"commit": copied["head"], "snapshot": "working tree", **copied}
+        n = len(copied["changed_files"])  # type: ignore[arg-type]
+        what = f"the working tree (HEAD {str(copied['head'])[:12]} and {n} changed files)"
+    else:
+        commit = snapshot.export_commit(REPO_ROOT, "HEAD", dest)
+        source = {"commit": commit, "snapshot": "HEAD export"}
+        what = f"commit {commit[:12]}"
+    source["checkout"] = str(REPO_ROOT)
     for shared in ("models",):  # the served model (not in git); jars live in ~/.cache
-        if (REPO_ROOT / shared).exists():
+        if (REPO_ROOT / shared).exists() and not (dest / shared).exists():
             (dest / shared).symlink_to(REPO_ROOT / shared)
     out = Config.from_env().out_dir
-    env = dict(os.environ, BENCH_IN_SNAPSHOT="1", BENCH_COMMIT=commit,
+    env = dict(os.environ, BENCH_IN_SNAPSHOT="1", BENCH_SOURCE=json.dumps(source),
                BENCH_ORIGIN=str(REPO_ROOT),
                BENCH_OUT=str(out if out.is_absolute() else REPO_ROOT / out))  # fmt: skip
-    print(f"[bench] measuring commit {commit[:12]} exported to {dest}", flush=True)
+    print(f"[bench] measuring {what}, copied to {dest}", flush=True)
     try:
         run = subprocess.run([sys.executable, "-m", "bench.run"], cwd=dest, env=env, check=False)
         return run.returncode
@@ -488,9 +578,15 @@ def main() -> int:
             len(ds),
             bundle,
             kind,
-            batch_max=cfg.batch_max,
+            batch_max=cfg.batch_max or worker_default_batch_max(),
+            worker_batch_max=cfg.batch_max,
+            sources=old_worker_sources(cfg, home, res),
             log=log,
         )
+        res.doc["batch_max"] = {
+            "baselines": setup.batch_max,
+            "workers": setup.worker_batch_max or "each worker's own default",
+        }
 
         def profile() -> None:
             if cfg.profile_seconds > 0:

@@ -31,17 +31,39 @@ def test_profile_summary_counts_self_and_inclusive_time(tmp_path: Path) -> None:
 
 def test_targets_judge_the_measured_values() -> None:
     doc = {
-        "ratios": {"worker_vs_passthrough": 0.1, "worker_vs_quix": 1.2},
-        "latency_ms": [{"label": "1,000/s fixed", "p99": 80.0}],
+        "ratios": {
+            "worker_vs_passthrough": 0.3,
+            "worker_vs_quix": 1.2,
+            "worker_vs_worker_f87345e": 2.5,
+        },
+        "old_worker": {"system": "worker_f87345e", "commit": "f87345e" + "0" * 33},
+        "latency_by_system": {
+            "worker": [{"label": "1,000/s fixed", "p99": 80.0, "cpu_us_per_event": 120.0}]
+        },
         "scoring_us_per_event": {"onnx_batch_256": 0.2, "keras_call": 1000.0},
-        "state": {"bytes_per_user": 700.0, "bytes_per_user_p99": 990.0},
+        "state": {"bytes_per_user": 700.0, "recovery_seconds_200k": 31.0},
+        "agreement": {"systems": {"quix": {}}, "mismatches": 0},
     }
     got = {t["name"]: t for t in report.targets(doc)}
-    assert got["worker_vs_passthrough"]["met"] is False
-    assert got["worker_vs_quix"]["met"] is True
-    assert got["p99 latency at 1,000 events/s (ms)"]["met"] is True
+    passthrough = got["worker / raw passthrough (steady drain rate)"]
+    assert (passthrough["met"], passthrough["stretch_met"]) == (True, False)
+    quix = got["worker / Quix Streams (steady drain rate)"]
+    assert (quix["met"], quix["stretch_met"]) == (True, False)
+    old = got["worker / old worker worker_f87345e (steady drain rate)"]
+    assert (old["value"], old["met"]) == (2.5, None)  # reported, no goal
+    assert got["p99 produce-to-score latency at 1,000 events/s (ms)"]["met"] is False
+    assert got["worker CPU per event at 1,000 events/s (µs)"]["value"] == 120.0
+    assert got["recovery of 200k users, restart to ready (s)"]["met"] is False
+    assert got["profile bytes per user (mean)"]["met"] is True
+    name = "purchase_probability mismatches across systems (per event_id, > 1e-6)"
+    assert got[name]["met"] is True
     assert got["ONNX batch 256 speed-up per event vs Keras model(x)"]["value"] == 5000.0
-    assert got["recovery of 200k users, restart to ready (s)"]["met"] is None
+
+
+def test_targets_are_not_measured_without_figures() -> None:
+    got = report.targets({})
+    assert {t["met"] for t in got} == {None}
+    assert {t["value"] for t in got} == {None}
 
 
 def test_summary_renders_a_partial_document() -> None:
@@ -57,6 +79,30 @@ def test_summary_renders_a_partial_document() -> None:
     assert text.startswith("# intentflow benchmarks")
     assert "[0.5, 0.4, 0.3]" in text
     assert "not measured" in text
+
+
+def test_profile_paths_are_shortened_for_snapshots_and_old_exports() -> None:
+    folded_frames = {
+        "run_step (/tmp/intentflow-bench-src-ab12/streams/processing/step.py:300)": (
+            "run_step (streams/processing/step.py)",
+            "intentflow step (processing/)",
+        ),
+        "update (/tmp/intentflow-bench-x/src-f87345ee60f7/streams/features/profile.py:5)": (
+            "update (streams/features/profile.py)",
+            "intentflow features (pure)",
+        ),
+        "decode (/work/main/streams/contracts/events.py:210)": (
+            "decode (streams/contracts/events.py)",
+            "decode + validate event (msgspec, pydantic)",
+        ),
+        "run (/w/.venv/lib/python3.11/site-packages/onnxruntime/capi/x.py:2)": (
+            "run (onnxruntime/capi/x.py)",
+            "onnxruntime (bundle.predict)",
+        ),
+    }
+    for frame, (short, layer) in folded_frames.items():
+        assert profiling._short(frame) == short
+        assert profiling._bucket(profiling._short(frame)) == layer
 
 
 def test_config_reads_the_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
