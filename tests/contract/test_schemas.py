@@ -16,12 +16,19 @@ import pytest
 from pydantic import BaseModel
 
 from streams.contracts.dead_letters import DeadLetter
-from streams.contracts.events import ClickEvent, ErrorClass, EventType, Rejection, decode_event
+from streams.contracts.events import (
+    ClickEvent,
+    ClickEventModel,
+    ErrorClass,
+    EventType,
+    Rejection,
+    decode_event,
+)
 from streams.contracts.scores import PurchaseScore, TopCategory
 from tests.conftest import SCHEMAS
 
 FILES = {
-    "clickstream.v1.json": ClickEvent,
+    "clickstream.v1.json": ClickEventModel,
     "purchase-scores.v1.json": PurchaseScore,
     "clickstream-dlq.v1.json": DeadLetter,
 }
@@ -87,8 +94,8 @@ def test_fields_types_and_constraints_agree(name: str, model: type[BaseModel]) -
 
 
 def test_required_sets_agree() -> None:
-    # ClickEvent: what the model cannot default is what the schema requires.
-    click = {n for n, f in ClickEvent.model_fields.items() if f.is_required()}
+    # ClickEventModel: what the model cannot default is what the schema requires.
+    click = {n for n, f in ClickEventModel.model_fields.items() if f.is_required()}
     assert click | {"schema_version"} == set(_schema("clickstream.v1.json")["required"])
     assert _schema("clickstream.v1.json")["then"]["required"] == ["item_id", "category_id"]
     # Outgoing records always carry every field (schema_version has a default but is written),
@@ -210,3 +217,12 @@ def test_outgoing_records_validate_against_their_schemas() -> None:
         )
     with pytest.raises(ValueError, match="category_id"):
         TopCategory(category_id="", weight=0.5)
+
+
+def test_the_runtime_event_carries_the_models_fields_in_wire_order() -> None:
+    import msgspec
+
+    assert ClickEvent.__struct_fields__ == tuple(ClickEventModel.model_fields)
+    assert [f.name for f in msgspec.structs.fields(ClickEvent)] == list(
+        _schema("clickstream.v1.json")["properties"]
+    )

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from streams.contracts.events import PAYLOAD_ERROR_CLASSES, ClickEvent, Rejection, decode_event
+from streams.contracts.events import (
+    PAYLOAD_ERROR_CLASSES,
+    ClickEvent,
+    ClickEventModel,
+    Rejection,
+    decode_event,
+)
 from streams.devtools.localkafka import free_port
 from streams.errors import BrokerUnreachableError
 from streams.settings import load_settings
@@ -213,7 +219,7 @@ def test_closed_forms_match_their_processes() -> None:
 def test_timestamps_match_pydantic_formatting() -> None:
     for ms in (0, 1, 999, 1_736_121_600_000, 1_736_121_600_123, 1_736_207_999_999):
         dt = datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
-        event = ClickEvent.model_validate(
+        event = ClickEventModel.model_validate(
             {
                 "schema_version": "1",
                 "event_id": "e",
@@ -222,7 +228,7 @@ def test_timestamps_match_pydantic_formatting() -> None:
                 "occurred_at": dt,
             },
             strict=False,
-        )
+        ).event()
         assert f'"occurred_at":"{format_timestamp(ms)}"'.encode() in event.to_json()
 
 
