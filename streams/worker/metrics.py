@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.contracts.events import ErrorClass
@@ -163,3 +164,17 @@ class Metrics:
         self.model_reloads.labels(outcome).inc()
         if bundle is not None:
             self.set_model(bundle.model_version, bundle.feature_version)
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """Observe a batch of values with one count per bucket instead of one call per value (the
+    same result as ``observe`` for each, which a unit test checks). Reaches into the
+    histogram's buckets: prometheus_client has no batch API."""
+    if values.size == 0:
+        return
+    bounds = histogram._upper_bounds  # ascending, the last one +Inf
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(values.sum()))

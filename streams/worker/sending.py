@@ -11,9 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from streams.contracts.dead_letters import DeadLetter, dead_letter_key, encode_dead_letter
 from streams.processing.step import Record, Scored
 from streams.worker.context import Worker
+from streams.worker.metrics import observe_many
 
 log = logging.getLogger("intentflow.worker")
 
@@ -79,9 +82,11 @@ async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]
     send, topic = w.app.producer.send, w.settings.topic_scores
     futures = [await send(topic, key, value, None, None, None) for key, value in scored.records]
     handed = time.time()
-    for row, probability in zip(scored.rows, scored.probabilities.tolist(), strict=True):
-        metrics.event_to_score_latency.observe(max(0.0, handed - row.event.ts))
-        metrics.ingest_to_score_latency.observe(max(0.0, handed - row.record.consumed_at))
-        metrics.purchase_probability.observe(probability)
-    metrics.scores_published.inc(len(scored.rows))
+    rows = scored.rows
+    occurred = np.fromiter((r.event.ts for r in rows), dtype=np.float64, count=len(rows))
+    consumed = np.fromiter((r.record.consumed_at for r in rows), np.float64, count=len(rows))
+    observe_many(metrics.event_to_score_latency, np.maximum(handed - occurred, 0.0))
+    observe_many(metrics.ingest_to_score_latency, np.maximum(handed - consumed, 0.0))
+    observe_many(metrics.purchase_probability, scored.probabilities)
+    metrics.scores_published.inc(len(rows))
     return futures
