@@ -47,6 +47,8 @@ class Config:
     # BENCH_OLD_WORKER: a commit whose worker is drained too, as system worker_<commit>
     # (f87345e: the last per-message Faust worker, before the batch runner); empty: none
     old_worker: str = "f87345e"
+    # BENCH_SYSTEMS: a subset of passthrough,worker,plain_loop,quix,old to drain (empty: all)
+    systems: tuple[str, ...] = ()
     # BENCH_LATENCY_QUIX=1: also offer the fixed rate to the Quix job (latency and CPU)
     latency_quix: bool = True
 
@@ -78,5 +80,6 @@ class Config:
             out_dir=Path(os.environ.get("BENCH_OUT", "bench/results")),
             keep=os.environ.get("BENCH_KEEP", "0") == "1",
             old_worker=os.environ.get("BENCH_OLD_WORKER", cls.old_worker).strip(),
+            systems=tuple(_list("BENCH_SYSTEMS", "")),
             latency_quix=os.environ.get("BENCH_LATENCY_QUIX", "1") == "1",
         )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,8 +54,13 @@ class ScoreTap:
     def _run(self) -> None:
         arrived = self.arrived
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.05):
-                now = time.time()
+            # poll returns as soon as a record is there; consume(n, timeout) would wait for n
+            # records or the whole timeout, and stamp them all late by up to that timeout
+            first = self._consumer.poll(0.05)
+            if first is None:
+                continue
+            now = time.time()
+            for msg in [first, *self._consumer.consume(1000, 0)]:  # what is already here
                 if msg.error():
                     continue
                 score = orjson.loads(msg.value())
@@ -89,6 +96,9 @@ class Phase:
     occurred_latency_ms: dict[str, float] = field(default_factory=dict)
     cpu_percent: float = 0.0  # CPU of the system under test over the phase, % of one core
     cpu_us_per_event: float = 0.0  # that CPU per event sent (idle timers included: live cost)
+    # the worker's own counters over the phase (a worker only): batches scored, events per
+    # batch, onnxruntime time per batch, checkpoints
+    worker: dict[str, float] = field(default_factory=dict)
     # (seconds since the phase began, latency ms) per scored event, for the timeline plot
     series: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
@@ -103,7 +113,79 @@ class Phase:
             cpu_percent=round(self.cpu_percent, 1),
             cpu_us_per_event=round(self.cpu_us_per_event, 1),
         )
+        if self.worker:
+            row["worker_metrics"] = self.worker
         return row
+
+
+# Histograms and counters of ``streams.worker.metrics`` read around each phase
+WORKER_SERIES = (
+    "intentflow_inference_batch_events_count",
+    "intentflow_inference_batch_events_sum",
+    "intentflow_inference_duration_seconds_sum",
+    "intentflow_checkpoint_duration_seconds_count",
+    "intentflow_checkpoint_duration_seconds_sum",
+    "intentflow_offset_rewinds_total",
+    "intentflow_event_to_score_latency_seconds_sum",
+    "intentflow_event_to_score_latency_seconds_count",
+    "intentflow_ingest_to_score_latency_seconds_sum",
+    "intentflow_ingest_to_score_latency_seconds_count",
+)
+
+
+def scrape(url: str | None) -> dict[str, float]:
+    """Sums of ``WORKER_SERIES`` from a worker's /metrics (empty: no URL or no answer)."""
+    if url is None:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            body = resp.read().decode()
+    except OSError:
+        return {}
+    out = dict.fromkeys(WORKER_SERIES, 0.0)
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name] += sample.value
+    return out
+
+
+def batch_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-phase figures from two scrapes: batches, events per batch, ms per batch."""
+    if not before or not after:
+        return {}
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in WORKER_SERIES}
+    batches = d["intentflow_inference_batch_events_count"]
+    checkpoints = d["intentflow_checkpoint_duration_seconds_count"]
+    return {
+        "batches": batches,
+        "events_per_batch": round(d["intentflow_inference_batch_events_sum"] / batches, 1)
+        if batches
+        else 0.0,
+        "inference_ms_per_batch": round(
+            1000 * d["intentflow_inference_duration_seconds_sum"] / batches, 3
+        )
+        if batches
+        else 0.0,
+        "checkpoints": checkpoints,
+        "checkpoint_ms_mean": round(
+            1000 * d["intentflow_checkpoint_duration_seconds_sum"] / checkpoints, 2
+        )
+        if checkpoints
+        else 0.0,
+        "offset_rewinds": d["intentflow_offset_rewinds_total"],
+        # the worker's own view: from occurred_at (= the send time here), and from taking the
+        # record, to handing its score to the producer; the rest is delivery and the broker
+        "send_to_handoff_ms_mean": _mean_ms(d, "intentflow_event_to_score_latency_seconds"),
+        "taken_to_handoff_ms_mean": _mean_ms(d, "intentflow_ingest_to_score_latency_seconds"),
+    }
+
+
+def _mean_ms(delta: dict[str, float], histogram: str) -> float:
+    n = delta[f"{histogram}_count"]
+    return round(1000 * delta[f"{histogram}_sum"] / n, 2) if n else 0.0
 
 
 def write_templates(records: list[tuple[bytes, bytes]], path: Path) -> None:
@@ -123,6 +205,7 @@ def run_phase(
     seconds: float,
     label: str,
     offset: int,
+    metrics_url: str | None = None,
 ) -> Phase:
     prefix = unique(f"lat{int(rate)}")
     sent_file = setup.home / f"{prefix}.sent.json"
@@ -146,6 +229,7 @@ def run_phase(
         str(sent_file),
     )
     cpu_before = cpu.seconds()
+    scraped = scrape(metrics_url)
     t0 = time.time()
     result = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -159,6 +243,7 @@ def run_phase(
     while time.monotonic() < deadline and any(i not in tap.arrived for i in ids):
         time.sleep(0.1)
     busy = cpu.seconds() - cpu_before
+    counters = batch_figures(scraped, scrape(metrics_url))
     lat, occ, series = [], [], []
     start = sent_at[0] if sent_at else 0.0
     for event_id, sent in zip(ids, sent_at, strict=True):
@@ -167,7 +252,7 @@ def run_phase(
             lat.append((got[0] - sent) * 1000)
             occ.append((got[0] - got[1]) * 1000)
             series.append((sent - start, lat[-1]))
-    phase = Phase(rate, label, sent=len(ids), scored=len(lat), series=series)
+    phase = Phase(rate, label, sent=len(ids), scored=len(lat), series=series, worker=counters)
     phase.achieved_per_s = len(ids) / info["elapsed"]
     phase.latency_ms = percentiles(np.asarray(lat))
     phase.occurred_latency_ms = percentiles(np.asarray(occ))
@@ -181,11 +266,15 @@ def run(
     templates_src: list[tuple[bytes, bytes]],
     rates: list[tuple[float, str]],
     seconds: float,
+    *,
     system: str = "worker",
+    profile: Callable[[int], list[subprocess.Popen[bytes]]] | None = None,
 ) -> list[Phase]:
     """Start one ``system`` (a ``bench.drain`` system name), warm it up, then offer each rate
     in turn. A worker is waited for until /readyz; any system is warmed up for
-    ``WARM_UP_SECONDS`` at the first rate, unmeasured, before the phases."""
+    ``WARM_UP_SECONDS`` at the first rate, unmeasured, before the phases. With ``profile``
+    (pid -> samplers started on it), one more phase at the first rate runs while they sample:
+    it is not measured, so the samplers cannot disturb the figures."""
     tag = unique(f"latency-{system}")
     topic, scores = f"in-{tag}", f"out-{tag}"
     kafkautil.create_topics(setup.bootstrap, [topic, scores])
@@ -197,6 +286,9 @@ def run(
     try:
         running.wait_ready(120)
         cpu = CpuMeter(running.pid)
+        metrics_url = (
+            running.ready_url.replace("/readyz", "/metrics") if running.ready_url else None
+        )
         offset = 0
         warm = run_phase(
             setup,
@@ -222,6 +314,7 @@ def run(
                 seconds=seconds,
                 label=label,
                 offset=offset,
+                metrics_url=metrics_url,
             )
             offset += phase.sent
             lat = phase.latency_ms
@@ -230,8 +323,29 @@ def run(
                 f"/s), scored {phase.scored:,}/{phase.sent:,}; p50 {lat['p50']} p95 {lat['p95']} "
                 f"p99 {lat['p99']} max {lat['max']} ms; CPU {phase.cpu_percent:.0f}% of a core, "
                 f"{phase.cpu_us_per_event:.0f} µs/event"
+                + (
+                    f"; {phase.worker['batches']:.0f} batches of "
+                    f"{phase.worker['events_per_batch']} events"
+                    if phase.worker
+                    else ""
+                )
             )
             phases.append(phase)
+        if profile is not None:
+            samplers = profile(running.pid)
+            run_phase(
+                setup,
+                tap,
+                cpu,
+                topic=topic,
+                templates=templates,
+                rate=rates[0][0],
+                seconds=seconds,
+                label="profiled",
+                offset=offset,
+            )
+            for sampler in samplers:
+                sampler.wait(60)
     finally:
         tap.close()
         running.stop()

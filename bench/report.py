@@ -282,14 +282,8 @@ def summary(doc: dict[str, Any]) -> str:
             "untimed drain. Full text: [worker-profile.txt](worker-profile.txt); flame "
             "graph: [worker-profile.svg](worker-profile.svg).",
             "",
-            "| layer (self time) | share |",
-            "|---|---|",
+            *_profile_tables(prof, _get(doc, "drain_cpu_us_per_event", "worker")),
         ]
-        for layer, pct in list(prof.get("layers", {}).items())[:10]:
-            lines.append(f"| {layer} | {pct}% |")
-        lines += ["", "| hottest functions (self) | share |", "|---|---|"]
-        for row in prof.get("top_self", [])[:12]:
-            lines.append(f"| `{row['function']}` | {row['percent']}% |")
 
     lat = doc.get("latency_ms")
     if lat:
@@ -300,8 +294,8 @@ def summary(doc: dict[str, Any]) -> str:
             doc.get("latency_basis", ""),
             "",
             "| system | offered | achieved | p50 ms | p95 ms | p99 ms | max ms | scored/sent "
-            "| CPU % of a core | CPU µs/event |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| CPU % of a core | CPU µs/event | batches (events each) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         by_system = doc.get("latency_by_system") or {"worker": lat}
         for system, rows in by_system.items():
@@ -310,7 +304,8 @@ def summary(doc: dict[str, Any]) -> str:
                     f"| {system} | {_fmt(row['offered_per_s'])}/s ({row.get('label')}) | "
                     f"{_fmt(row.get('achieved_per_s'))}/s | {row['p50']} | {row['p95']} | "
                     f"{row['p99']} | {row['max']} | {row.get('scored'):,}/{row.get('sent'):,} | "
-                    f"{_fmt(row.get('cpu_percent'))}% | {_fmt(row.get('cpu_us_per_event'))} |"
+                    f"{_fmt(row.get('cpu_percent'))}% | {_fmt(row.get('cpu_us_per_event'))} | "
+                    f"{_batches_of(row.get('worker_metrics'))} |"
                 )
         lines += [
             "",
@@ -320,6 +315,20 @@ def summary(doc: dict[str, Any]) -> str:
             "(latency-timeline.png)): a flat band is queueing, spikes are stalls.",
             "",
             "![latency over time](latency-timeline.png)",
+        ]
+
+    live = doc.get("profile_live")
+    if live:
+        fixed = _fixed_rate_row(doc, "worker") or {}
+        lines += [
+            "",
+            f"### Where the worker spends its time at {_fmt(live.get('rate'))} events/s (py-spy)",
+            "",
+            f"{live.get('samples')} samples over {live.get('seconds')} s of an extra, unmeasured "
+            "phase at the fixed rate. Full text: "
+            "[worker-profile-live.txt](worker-profile-live.txt).",
+            "",
+            *_profile_tables(live, fixed.get("cpu_us_per_event")),
         ]
 
     sc = doc.get("scoring_us_per_event")
@@ -431,6 +440,38 @@ def summary(doc: dict[str, Any]) -> str:
             lines.append(f"- {s['what']}: {s['why']}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _profile_tables(prof: dict[str, Any], cpu_us_per_event: float | None) -> list[str]:
+    """Layers and hottest functions; with the CPU per event of the same kind of run, each
+    share as µs per event too (samples are of busy threads, so this is an estimate)."""
+    head = "| share | µs/event (est.) |" if cpu_us_per_event else "| share |"
+    rule = "|---|---|---|" if cpu_us_per_event else "|---|---|"
+
+    def cells(pct: float) -> str:
+        if not cpu_us_per_event:
+            return f"{pct}% |"
+        return f"{pct}% | {pct / 100 * cpu_us_per_event:.1f} |"
+
+    lines = []
+    if cpu_us_per_event:
+        lines += [f"µs/event = share x {cpu_us_per_event:,.0f} µs of CPU per event.", ""]
+    lines += [f"| layer (self time) {head}", rule]
+    for layer, pct in list(prof.get("layers", {}).items())[:12]:
+        lines.append(f"| {layer} | {cells(pct)}")
+    lines += ["", f"| hottest functions (self) {head}", rule]
+    for row in prof.get("top_self", [])[:15]:
+        lines.append(f"| `{row['function']}` | {cells(row['percent'])}")
+    lines += ["", f"| hottest call trees (inclusive) {head}", rule]
+    for row in prof.get("top_inclusive", [])[:15]:
+        lines.append(f"| `{row['function']}` | {cells(row['percent'])}")
+    return lines
+
+
+def _batches_of(worker: dict[str, Any] | None) -> str:
+    if not worker or not worker.get("batches"):
+        return "-"
+    return f"{worker['batches']:,.0f} ({worker['events_per_batch']})"
 
 
 def _batches(doc: dict[str, Any]) -> str:

@@ -131,7 +131,11 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
-    systems = list(drain.SYSTEMS) + list(setup.sources)
+    systems = [
+        s
+        for s in [*drain.SYSTEMS, *setup.sources]
+        if not cfg.systems or s in cfg.systems or (s in setup.sources and "old" in cfg.systems)
+    ]
     runs: dict[str, list[drain.DrainRun]] = {s: [] for s in systems}
     for rep in range(cfg.repeats):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
@@ -288,7 +292,31 @@ def run_latency(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results)
     else:
         res.skip("latency at fractions of the drain rate", "no drain rate measured in this run")
     log(f"latency: the worker at {', '.join(label for _, label in rates)}")
-    phases = latency.run(setup, ds.records, rates, cfg.latency_seconds)
+    live = setup.home / "worker-profile-live.folded"
+    seconds = min(cfg.profile_seconds, cfg.latency_seconds)
+
+    def profile(pid: int) -> list[subprocess.Popen[bytes]]:
+        log(f"  profiling the worker with py-spy for {seconds:.0f} s at {fixed[1]} (not timed)")
+        return [profiling.start_record(pid, live, seconds, "raw", log=setup.home / "py-spy.log")]
+
+    with_profile = seconds > 0 and profiling.py_spy() is not None
+    phases = latency.run(
+        setup, ds.records, rates, cfg.latency_seconds, profile=profile if with_profile else None
+    )
+    if with_profile and live.exists():
+        text, summary = profiling.summarize(live)
+        header = (
+            f"# intentflow worker, py-spy {seconds:.0f} s at 67 Hz while it scores a paced "
+            f"{fixed[1]} (an extra, unmeasured phase)\n# load average at the time: "
+            f"{load_avg()}\n\n"
+        )
+        (cfg.out_dir / "worker-profile-live.txt").write_text(header + text)
+        shutil.copy(live, cfg.out_dir / "worker-profile-live.folded.txt")
+        res.doc["profile_live"] = summary | {
+            "seconds": seconds,
+            "rate": cfg.latency_fixed_rate,
+            "files": ["worker-profile-live.txt", "worker-profile-live.folded.txt"],
+        }
     res.doc["latency_ms"] = [p.to_row() for p in phases]
     res.doc["latency_by_system"] = {"worker": res.doc["latency_ms"]}
     res.doc["latency_basis"] = (
@@ -542,6 +570,7 @@ def main() -> int:
     res.doc["source"] = source_identity()
     deadline = T0 + cfg.budget_seconds
     log(f"load average {load_avg()} on {os.cpu_count()} CPUs; config {res.doc['config']}")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="intentflow-bench-"))
     broker = LocalKafka(home=home / "kafka", port=free_port(), controller_port=free_port())
     try:

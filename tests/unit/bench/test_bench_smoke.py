@@ -114,3 +114,22 @@ def test_config_reads_the_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_SECTIONS", "drain,nope")
     with pytest.raises(SystemExit, match="nope"):
         Config.from_env()
+
+
+def test_batch_figures_of_a_phase_come_from_two_scrapes() -> None:
+    from bench.latency import WORKER_SERIES, batch_figures
+
+    before = dict.fromkeys(WORKER_SERIES, 0.0)
+    after = before | {
+        "intentflow_inference_batch_events_count": 50.0,
+        "intentflow_inference_batch_events_sum": 1000.0,
+        "intentflow_inference_duration_seconds_sum": 0.05,
+        "intentflow_checkpoint_duration_seconds_count": 4.0,
+        "intentflow_checkpoint_duration_seconds_sum": 0.02,
+    }
+    got = batch_figures(before, after)
+    assert got["batches"] == 50.0
+    assert got["events_per_batch"] == 20.0
+    assert got["inference_ms_per_batch"] == 1.0
+    assert (got["checkpoints"], got["checkpoint_ms_mean"]) == (4.0, 5.0)
+    assert batch_figures({}, after) == {}  # not a worker: nothing to report
