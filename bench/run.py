@@ -365,6 +365,9 @@ def run_scoring(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results)
         last = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"bench.scoring failed: {last[0]}")
     scoring = json.loads(out.read_text())
+    if "skipped" in scoring:
+        res.skip("scoring", f"too little training data: {scoring['skipped']} (raise BENCH_EVENTS)")
+        return
     res.doc["scoring_us_per_event"] = scoring["us_per_event"]
     res.doc["scoring_detail"] = {k: v for k, v in scoring.items() if k != "us_per_event"}
 
