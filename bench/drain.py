@@ -68,7 +68,6 @@ class DrainRun:
     rss_mb: float = 0.0
     distinct_event_ids: int | None = None  # checked on the first repetition of each system
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     # read back on a verified run (not written to the results: 200k ids)
     probabilities: agreement.Probabilities | None = field(default=None, repr=False)
 
@@ -309,7 +308,6 @@ def drain_once(
     rep: int,
     *,
     verify: bool,
-    after: Callable[[Launched], dict[str, Any]] | None = None,
 ) -> DrainRun:
     """One timed drain of the whole input topic by ``system``."""
     tag = unique(f"{re.sub(r'[^A-Za-z0-9_-]+', '_', system)[:60]}-r{rep}")
@@ -321,7 +319,6 @@ def drain_once(
         done_at = wait_for_outputs(setup, running, output, setup.events, timeout=timeout, label=tag)
         cpu = running.cpu.seconds()
         rss = running.cpu.rss_mb()
-        extra = after(running) if after else {}
     finally:
         running.stop()
     first, last = kafkautil.edge_timestamps(setup.bootstrap, output)
@@ -340,7 +337,6 @@ def drain_once(
         ready_at=running.ready_at,
         cpu_seconds=cpu,
         rss_mb=rss,
-        extra=extra,
     )
     if verify:
         records = kafkautil.read_all(setup.bootstrap, output)

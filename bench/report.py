@@ -419,16 +419,6 @@ def summary(doc: dict[str, Any]) -> str:
             f"generation alone {_fmt(g['median'])} ({_fmt(g['min'])}-{_fmt(g['max'])}) "
             f"events/s; {sim['delivery_failures']} delivery failures.",
         ]
-    elif sim:
-        lines += [
-            "",
-            "## 5. Simulator produce rate",
-            "",
-            f"`{sim['command']}`: {_fmt(sim['self_reported_per_s'])} events/s as it "
-            f"reports itself; {_fmt(sim['wall_per_s'])}/s over the whole command "
-            f"({sim['wall_seconds']} s wall, {sim['delivered']:,} events counted in the "
-            "topic).",
-        ]
 
     if doc.get("failed"):
         lines += ["", "## Failed in this run", ""]

@@ -31,7 +31,6 @@ from bench import (
     latency,
     profiling,
     report,
-    simulator_rate,
     snapshot,
     state,
 )
@@ -373,16 +372,10 @@ def run_scoring(cfg: Config, setup: drain.Setup, ds: data.Dataset, res: Results)
 
 
 def run_simulator(cfg: Config, bootstrap: str, res: Results) -> None:
-    """The simulator author's ``bench/bench_simulator.py`` when it is there, else the CLI."""
+    """The simulator's own benchmark, ``bench/bench_simulator.py``."""
+    from bench import bench_simulator
+
     n, reps = cfg.simulator_events, min(cfg.repeats, 3)
-    try:
-        from bench import bench_simulator
-    except ImportError:
-        log(f"simulator: intentflow simulate --kafka, {n:,} events")
-        sim = simulator_rate.run(bootstrap, cfg.users, n)
-        res.doc["simulator"] = sim | {"method": "bench/simulator_rate.py (the CLI)"}
-        res.doc["simulator_events_per_s"] = sim["self_reported_per_s"] or sim["wall_per_s"]
-        return
     log(f"simulator: bench/bench_simulator.py, {n:,} events x {reps} (generate, produce)")
     gen = [bench_simulator.generation_rate(n, seed) for seed in range(reps)]
     runs = [bench_simulator.produce_rate(bootstrap, n, seed, "auto") for seed in range(reps)]
