@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -193,3 +194,185 @@ def score_ids(records: list[tuple[bytes | None, bytes]]) -> list[str]:
     import orjson
 
     return [orjson.loads(v)["event_id"] for _, v in records]
+
+
+# -- Helpers for the fault tests (tests/integration/test_chaos.py, test_faults.py) ------------
+
+
+def produce_at(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    *,
+    max_request_size: int = 1_048_576,
+) -> list[tuple[int, int]]:
+    """Produce (key, value) pairs in order (a None value is a tombstone) and return the
+    (partition, offset) each one was written at."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=262_144,
+        max_request_size=max_request_size,
+    )  # fmt: skip
+    try:
+        futures = [producer.send(topic, key=key, value=value) for key, value in records]
+        producer.flush(120)
+        return [(meta.partition, meta.offset) for meta in (f.get(30) for f in futures)]
+    finally:
+        producer.close(10)
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
+    """Every record of ``topic`` from the beginning to its end offsets at the time of the
+    call (kafka-python ConsumerRecords, in partition order)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        found = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(tps)
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend(batch)
+        return sorted(out, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+class TopicTail:
+    """A background reader of a topic from the beginning: tests poll what it has seen."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import threading
+
+        self.bootstrap, self.topic = bootstrap, topic
+        self.records: list = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        try:
+            found = None
+            while not found and not self._stop.is_set():
+                found = consumer.partitions_for_topic(self.topic)
+                if not found:
+                    time.sleep(0.2)
+            if not found:
+                return
+            consumer.assign([TopicPartition(self.topic, p) for p in sorted(found)])
+            consumer.seek_to_beginning()
+            while not self._stop.is_set():
+                for batch in consumer.poll(timeout_ms=200).values():
+                    with self._lock:
+                        self.records.extend(batch)
+        finally:
+            consumer.close()
+
+    def snapshot(self) -> list:
+        with self._lock:
+            return list(self.records)
+
+    def wait(self, done: Callable[[list], bool], timeout: float, what: str) -> list:
+        """Poll until ``done(records)``; AssertionError naming ``what`` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.snapshot()
+            if done(records):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout:.0f}s ({len(records)} read)")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offsets (next offset to read) for ``topic``'s
+    partitions; a partition with no commit is absent."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == topic and meta.offset >= 0
+    }
+
+
+def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Change dynamic configs of a topic (IncrementalAlterConfigs: others keep their values)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)], incremental=True
+        )
+    finally:
+        admin.close()
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, configs: dict[str, str]) -> None:
+    """Create ``topic`` with ``configs`` (before the worker declares it)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs)])
+    finally:
+        admin.close()
+
+
+def covering(wanted: set, key: Callable[[Any], Any]) -> Callable[[list], bool]:
+    """A ``TopicTail.wait`` condition: ``key(record)`` of the records seen covers ``wanted``.
+    It looks at each record once (the tail's list only grows)."""
+    seen: set = set()
+    looked = 0
+
+    def done(records: list) -> bool:
+        nonlocal looked
+        seen.update(key(r) for r in records[looked:])
+        looked = len(records)
+        return wanted <= seen
+
+    return done
+
+
+def score_event_id(record: Any) -> str:
+    """The event_id of a purchase-scores.v1 record (a kafka-python ConsumerRecord)."""
+    import orjson
+
+    return str(orjson.loads(record.value)["event_id"])
+
+
+def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """The consumer group's state (``Stable``, ``PreparingRebalance``, ...) and member count."""
+    import logging
+
+    from kafka import KafkaAdminClient
+
+    # kafka-python warns at length that it cannot decode Faust's member metadata: not needed
+    quiet = logging.getLogger("kafka.admin._groups")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        found = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+        quiet.setLevel(level)
+    return str(found.get("group_state")), len(found.get("members") or [])
