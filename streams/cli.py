@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "streams.devtools.demo:demo_command",
         "Run the whole pipeline locally with live traffic.",
     ),
+    "erase": ("streams.privacy.erase:erase_command", "Erase shoppers' profiles (data protection)."),
 }
 
 

@@ -65,7 +65,21 @@ class Settings(BaseSettings):
     # Topics
     topic_events: str = Field("clickstream.v1", min_length=1, description="Input topic.")
     topic_scores: str = Field("purchase-scores.v1", min_length=1, description="Scores topic.")
-    topic_dlq: str = Field("clickstream.dlq", min_length=1, description="Dead-letter topic.")
+    topic_dlq: str = Field(
+        "clickstream.dlq.v2", min_length=1,
+        description="Dead-letter topic (clickstream-dlq.v2 records: no raw identifiers).",
+    )  # fmt: skip
+    topic_erasure: str = Field(
+        "intentflow.erasure-commands.v1", min_length=1,
+        description="Erase commands (pseudonymous), co-partitioned with the input.",
+    )  # fmt: skip
+    topic_erasure_receipts: str = Field(
+        "intentflow.erasure-receipts.v1", min_length=1,
+        description="Receipts of executed erase commands.",
+    )  # fmt: skip
+    scores_retention_hours: int = Field(
+        24, ge=1, description="Retention of the scores topic (it carries raw user ids)."
+    )
     partitions: int = Field(
         4, ge=1, le=1024, description="Partitions of the input topic and the profile table."
     )
@@ -117,6 +131,25 @@ class Settings(BaseSettings):
     top_categories: int = Field(5, ge=0, le=50, description="How many interests each score lists.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
+    # Data protection
+    pseudonym_keys: SecretStr = Field(
+        SecretStr("dev:intentflow-development-key-not-secret"),
+        description="Pseudonym keys, id:secret[,id:secret...], the first active (secret). "
+        "The default is a development key: set your own.",
+    )
+    profile_ttl_days: float = Field(
+        30.0, gt=0, le=3650, description="Profiles idle this long (event time) are deleted."
+    )
+    changelog_max_compaction_lag_seconds: float = Field(
+        6 * 3600.0, ge=1, le=365 * 86_400,
+        description="Longest a changelog record can wait for compaction after it was "
+        "superseded or tombstoned (bounds how long an erased profile survives).",
+    )  # fmt: skip
+    changelog_delete_retention_seconds: float = Field(
+        3600.0, ge=1, le=365 * 86_400,
+        description="How long a tombstone itself stays in the compacted changelog.",
+    )  # fmt: skip
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -128,6 +161,21 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{server!r} is not host:port")
         return ",".join(servers)
+
+    @field_validator("pseudonym_keys")
+    @classmethod
+    def _check_pseudonym_keys(cls, value: SecretStr) -> SecretStr:
+        from streams.privacy.pseudonyms import parse_keys
+
+        try:
+            parse_keys(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def uses_development_pseudonym_key(self) -> bool:
+        return self.pseudonym_keys.get_secret_value().startswith("dev:intentflow-development")
 
     @field_validator("log_level")
     @classmethod
@@ -157,6 +205,13 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap.split(",")
 
 
+_SECRET_FIELDS = frozenset(
+    name
+    for name, f in Settings.model_fields.items()
+    if f.annotation in (SecretStr, SecretStr | None)
+)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once and validate it, or raise one ConfigError naming the variables.
 
@@ -170,7 +225,8 @@ def load_settings(**overrides: object) -> Settings:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
             got = err.get("input")
-            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            secret = err["loc"] and err["loc"][0] in _SECRET_FIELDS
+            shown = "" if secret or isinstance(got, dict) or got is None else f" (got {got!r})"
             problems.append(f"  {name}: {err['msg']}{shown}")
         raise ConfigError(
             "invalid configuration:\n" + "\n".join(problems) + "\n"

@@ -18,20 +18,69 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The topics intentflow owns. Input and scores share the partition count (co-partitioned
-    by user_id with the profile table); the DLQ keeps its records longer for forensics."""
-    retention_ms = str(settings.topic_retention_hours * 3_600_000)
-    common = {"cleanup.policy": "delete", "retention.ms": retention_ms}
+    """The topics intentflow owns. Input, scores and erase commands share the partition count
+    (co-partitioned by user with the profile table). The scores topic carries raw user ids for
+    the marketing services, so it keeps them only ``scores_retention_hours``; the dead letters
+    carry none and are kept 30 days for forensics."""
+
+    def deleting(hours: float) -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": str(int(hours * 3_600_000))}
+
+    n, rf = settings.partitions, settings.replication_factor
     return [
-        TopicSpec(settings.topic_events, settings.partitions, settings.replication_factor, common),
-        TopicSpec(settings.topic_scores, settings.partitions, settings.replication_factor, common),
-        TopicSpec(
-            settings.topic_dlq,
-            settings.partitions,
-            settings.replication_factor,
-            {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3_600_000)},
-        ),
+        TopicSpec(settings.topic_events, n, rf, deleting(settings.topic_retention_hours)),
+        TopicSpec(settings.topic_scores, n, rf, deleting(settings.scores_retention_hours)),
+        TopicSpec(settings.topic_dlq, n, rf, deleting(30 * 24)),
+        TopicSpec(settings.topic_erasure, n, rf, deleting(7 * 24)),
+        TopicSpec(settings.topic_erasure_receipts, 1, rf, deleting(7 * 24)),
     ]
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """The profile changelog's topic configuration: compacted, with a bounded compaction lag,
+    so an erased or expired profile's records are gone from the log within
+    ``segment.ms + max.compaction.lag.ms`` of its tombstone, and the tombstone itself
+    ``delete.retention.ms`` later (the README's erasure bound)."""
+    lag_ms = int(settings.changelog_max_compaction_lag_seconds * 1000)
+    return {
+        "cleanup.policy": "compact",
+        "max.compaction.lag.ms": str(lag_ms),
+        "segment.ms": str(max(1000, lag_ms // 2)),
+        "delete.retention.ms": str(int(settings.changelog_delete_retention_seconds * 1000)),
+        "min.cleanable.dirty.ratio": "0.1",
+    }
+
+
+def ensure_changelog(settings: Settings, topic: str) -> str:
+    """Create the profile changelog with ``changelog_config``, or set that configuration on the
+    existing topic (incrementally: its other settings stay) after checking its partitions."""
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    config = changelog_config(settings)
+    current = existing_partitions(settings, [topic])
+    admin = admin_client(settings)
+    try:
+        if topic not in current:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            settings.partitions,
+                            settings.replication_factor,
+                            topic_configs=config,
+                        )
+                    ]
+                )
+                return f"created ({settings.partitions} partitions)"
+            except TopicAlreadyExistsError:
+                current = existing_partitions(settings, [topic])  # created meanwhile
+        check_partition_count(topic, current[topic], settings.partitions)
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+        return f"exists ({current[topic]} partitions), compaction configured"
+    finally:
+        admin.close()
 
 
 def admin_client(settings: Settings, timeout: float | None = None):  # type: ignore[no-untyped-def]

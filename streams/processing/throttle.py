@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,3 +55,11 @@ class Throttle:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def forget(self, erased: Callable[[str], bool]) -> int:
+        """Drop the pending row of every user for whom ``erased(user_id)`` holds (an erasure:
+        the waiting score is never published); how many were dropped."""
+        pending = [u for u in self._pending if erased(u)]
+        for user in pending:
+            del self._pending[user]
+        return len(pending)

@@ -1,9 +1,9 @@
 """The worker's agent, timers and rebalance hooks, all thin: the batch runner does the work.
 
-The ``track_interest`` agent is declared so that Faust subscribes the input topic and
-co-partitions the profile table with it; its records never reach it (``faust_compat``'s
-``BatchConsumer`` hands them to ``streams.worker.runner`` first), and one that did would stop
-the worker rather than be acknowledged unprocessed.
+The ``track_interest`` and ``erase_profiles`` agents are declared so that Faust subscribes the
+input and erase-command topics and co-partitions the profile table with them; their records
+never reach them (``faust_compat``'s ``BatchConsumer`` hands them to ``streams.worker.runner``
+first), and one that did would stop the worker rather than be acknowledged unprocessed.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ def register(w: Worker) -> None:
 
     @app.agent(w.events_topic, name="track_interest", concurrency=1)
     async def track_interest(stream: Any) -> None:
-        async for event in stream.events():
-            raise RuntimeError(
-                f"input record {event.message.tp}@{event.message.offset} reached Faust's "
-                "stream: the batch consumer is not installed (streams.worker.faust_compat)"
-            )
+        await _refuse(stream)
+
+    @app.agent(w.erasure_topic, name="erase_profiles", concurrency=1)
+    async def erase_profiles(stream: Any) -> None:
+        await _refuse(stream)
 
     @app.timer(settings.model_poll_seconds)
     async def reload_model() -> None:
@@ -67,6 +67,14 @@ def register(w: Worker) -> None:
                 w.processed_offsets.pop(tp.partition, None)
                 with contextlib.suppress(KeyError):  # never reported
                     w.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+
+async def _refuse(stream: Any) -> None:
+    async for event in stream.events():
+        raise RuntimeError(
+            f"record {event.message.tp}@{event.message.offset} reached Faust's stream: the "
+            "batch consumer is not installed (streams.worker.faust_compat)"
+        )
 
 
 async def score_due(w: Worker) -> list[Any]:

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.kafka.connection import KafkaConnection, connection
 from streams.model.server import ModelServer
+from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 from streams.processing.envelope import topic_identity
 from streams.processing.step import StepConfig
 from streams.processing.throttle import Throttle
@@ -140,6 +141,7 @@ def create_app(
         settings.topic_scores, partitions=settings.partitions, config=retention
     )
     dlq_topic = app.topic(settings.topic_dlq, partitions=settings.partitions)
+    erasure_topic = app.topic(settings.topic_erasure, partitions=settings.partitions)
     profiles = app.Table(
         PROFILE_TABLE,
         partitions=settings.partitions,
@@ -149,7 +151,7 @@ def create_app(
             "driver": "rocksdict",
             "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
         },
-        help="user_id -> time-decayed interest profile (streams.processing.envelope envelope)",
+        help="pseudonym -> time-decayed interest profile (streams.processing.envelope)",
     )
     _setup_faust_sensors(app, metrics)
     worker = Worker(
@@ -158,6 +160,7 @@ def create_app(
         events_topic=events_topic,
         scores_topic=scores_topic,
         dlq_topic=dlq_topic,
+        erasure_topic=erasure_topic,
         profiles=profiles,
         metrics=metrics,
         models=models,
@@ -165,6 +168,7 @@ def create_app(
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx"),
         step_config=step_config(settings, events_topic_id),
         changelog_topic=changelog_topic_name(settings),
+        pseudonyms=Pseudonymizer(parse_keys(settings.pseudonym_keys)),
     )
     worker.runner = BatchRunner(worker)
     app.batch_runner = worker.runner  # type: ignore[attr-defined]  # BatchConsumer reads it

@@ -14,12 +14,7 @@ import sys
 import click
 
 from streams.errors import ConfigError, IntentflowError
-from streams.kafka.topics import (
-    check_partition_count,
-    create_topics,
-    existing_partitions,
-    topic_id,
-)
+from streams.kafka.topics import create_topics, ensure_changelog, topic_id
 from streams.model.server import ModelServer
 from streams.settings import Settings, load_settings
 from streams.worker.metrics import Metrics
@@ -42,10 +37,7 @@ def preflight(settings: Settings, models: ModelServer) -> str | None:
         ) from None
     models.load_initial()
     create_topics(settings)  # also checks partitions of existing input/scores/DLQ topics
-    changelog = changelog_topic_name(settings)
-    current = existing_partitions(settings, [changelog])
-    if changelog in current:
-        check_partition_count(changelog, current[changelog], settings.partitions)
+    ensure_changelog(settings, changelog_topic_name(settings))
     return topic_id(settings, settings.topic_events)
 
 
@@ -69,6 +61,11 @@ def worker_command(ctx: click.Context) -> None:
         settings.model_path, threads=settings.onnx_threads, on_outcome=metrics.model_outcome
     )
     events_topic_id = preflight(settings, models)
+    if settings.uses_development_pseudonym_key:
+        log.warning(
+            "profiles are pseudonymised with the built-in development key: anyone with this "
+            "source can recompute them. Set INTENTFLOW_PSEUDONYM_KEYS (README: Data protection)"
+        )
     from streams.worker.app import create_app
 
     worker = create_app(settings, models=models, metrics=metrics, events_topic_id=events_topic_id)

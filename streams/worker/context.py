@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from streams.model.server import ModelServer
+from streams.privacy.pseudonyms import Pseudonymizer
 from streams.processing.step import StepConfig
 from streams.processing.throttle import Throttle
 from streams.settings import Settings
@@ -27,6 +28,7 @@ class Worker:
     events_topic: Any
     scores_topic: Any
     dlq_topic: Any
+    erasure_topic: Any
     profiles: Any  # faust Table[bytes, bytes]: user_id -> streams.processing.envelope bytes
     metrics: Metrics
     models: ModelServer
@@ -34,6 +36,7 @@ class Worker:
     executor: ThreadPoolExecutor
     step_config: StepConfig
     changelog_topic: str
+    pseudonyms: Pseudonymizer
     runner: BatchRunner = field(init=False)  # set by create_app
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)

@@ -35,7 +35,7 @@ class BatchConsumer(AIOKafkaConsumer):
         records, active = await super()._wait_next_records(timeout)
         runner = getattr(self.app, "batch_runner", None)
         if records and runner is not None:
-            mine = {tp: rs for tp, rs in records.items() if tp.topic == runner.topic}
+            mine = {tp: rs for tp, rs in records.items() if tp.topic in runner.topics}
             if mine:
                 records = {tp: rs for tp, rs in records.items() if tp not in mine}
                 try:
@@ -118,13 +118,17 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
-def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-    """One RocksDB write batch of ``(key, value)`` puts into a partition of a table."""
+def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+    """One RocksDB write batch into a partition of a table: a put per ``(key, value)``, a
+    delete where the value is None."""
     import rocksdict
 
     batch = rocksdict.WriteBatch(raw_mode=True)
     for key, value in items:
-        batch.put(key, value)
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
     partition_db(table, partition).write(batch)
 
 

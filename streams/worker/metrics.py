@@ -32,7 +32,7 @@ PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 MODEL_RELOAD_OUTCOMES = ("loaded", "missing", "corrupt", "spec_mismatch")
 # "valid", "replayed" (applied before a restart, skipped) or a reject class.
 EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
-ERROR_STAGES = ("batch", "model_reload", "observe", "dead_letter")
+ERROR_STAGES = ("batch", "model_reload", "observe", "dead_letter", "erase_command")
 
 
 @dataclass
@@ -137,6 +137,12 @@ class Metrics:
             "intentflow_checkpoint_profiles",
             "Changed profiles written (changelog and RocksDB) per checkpoint.",
             buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.erasures = Counter(
+            "intentflow_erasures_total",
+            "Erase commands executed on this worker's partitions, by whether the partition "
+            "held a profile of the shopper.",
+            ["outcome"], registry=r,
         )  # fmt: skip
         self.errors = Counter(
             "intentflow_worker_errors_total",

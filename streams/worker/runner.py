@@ -26,8 +26,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from streams.contracts.erasure import EraseCommand, EraseReceipt
+from streams.privacy.pseudonyms import Pseudonymizer
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
 from streams.processing.step import Record, run_step
 from streams.worker import faust_compat
@@ -40,17 +43,24 @@ log = logging.getLogger("intentflow.worker")
 class ProfileCache:
     """Decoded profiles of the assigned partitions: every changed one until the next
     checkpoint writes it, and up to ``capacity`` unchanged ones, least recently used first out.
-    Misses read the partition's RocksDB database. It is the step's ``ProfileLookup``."""
+    Misses read the partition's RocksDB database. It is the step's ``ProfileLookup``.
 
-    def __init__(self, table: Any, capacity: int) -> None:
+    Stores are keyed by the user's pseudonym (``streams.privacy.pseudonyms``), never the raw
+    id. A profile found only under an older key is moved: rewritten under the active key and
+    its old entry tombstoned at the next checkpoint.
+    """
+
+    def __init__(self, table: Any, capacity: int, pseudonyms: Pseudonymizer) -> None:
         self._table = table
         self.capacity = capacity
+        self.pseudonyms = pseudonyms
         self.clean: OrderedDict[tuple[int, str], StoredProfile] = OrderedDict()
         self.dirty: dict[tuple[int, str], StoredProfile] = {}
-        self.hits = self.misses = 0
+        self.tombstones: set[tuple[int, str]] = set()  # (partition, pseudonym) to delete
+        self.hits = self.misses = self.moved = 0
 
     def get(self, partition: int, user_id: str, /) -> StoredProfile | None:
-        key = (partition, user_id)
+        key = (partition, self.pseudonyms.pseudonym(user_id))
         found = self.dirty.get(key)
         if found is not None:
             self.hits += 1
@@ -61,30 +71,58 @@ class ProfileCache:
             self.hits += 1
             return found
         self.misses += 1
-        data = faust_compat.partition_db(self._table, partition).get(user_id.encode("utf-8"))
-        if data is None:
-            return None
-        stored = decode_stored(data)  # a ProfileDecodeError dead-letters this user's events
-        self._remember(key, stored)
-        return stored
+        db = faust_compat.partition_db(self._table, partition)
+        data = db.get(key[1].encode())
+        if data is not None:
+            stored = decode_stored(data)  # a ProfileDecodeError dead-letters the user's events
+            self._remember(key, stored)
+            return stored
+        for old in self.pseudonyms.all_pseudonyms(user_id)[1:]:  # a rotated key
+            data = db.get(old.encode())
+            if data is not None:
+                stored = decode_stored(data)
+                self.dirty[key] = stored  # rewritten under the active key...
+                self.tombstones.add((partition, old))  # ...and gone under the old one
+                self.moved += 1
+                return stored
+        return None
 
     def put(self, partition: int, user_id: str, stored: StoredProfile) -> None:
-        key = (partition, user_id)
+        key = (partition, self.pseudonyms.pseudonym(user_id))
         self.clean.pop(key, None)
+        self.tombstones.discard(key)
         self.dirty[key] = stored
 
-    def take_dirty(self) -> dict[tuple[int, str], StoredProfile]:
-        """The changed profiles, which become clean cache entries."""
+    def delete(self, partition: int, pseudonym: str) -> bool:
+        """Erase a profile: forget it here and tombstone it at the next checkpoint. Whether the
+        worker held it (cached or in RocksDB)."""
+        key = (partition, pseudonym)
+        held = self.dirty.pop(key, None) is not None
+        held = self.clean.pop(key, None) is not None or held
+        if not held:
+            db = faust_compat.partition_db(self._table, partition)
+            held = db.get(pseudonym.encode()) is not None
+        self.tombstones.add(key)
+        return held
+
+    def take_writes(self) -> dict[tuple[int, str], StoredProfile | None]:
+        """What the next checkpoint writes: changed profiles (which become clean cache entries)
+        and tombstones (None), by (partition, pseudonym)."""
         dirty, self.dirty = self.dirty, {}
         for key, stored in dirty.items():
             self._remember(key, stored)
-        return dirty
+        writes: dict[tuple[int, str], StoredProfile | None] = dict(dirty)
+        for key in self.tombstones:
+            writes.setdefault(key, None)
+        self.tombstones = set()
+        return writes
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget partitions this worker no longer owns (changed entries included)."""
         for store in (self.clean, self.dirty):
             for key in [k for k in store if k[0] in partitions]:
                 del store[key]
+        self.tombstones = {k for k in self.tombstones if k[0] not in partitions}
 
     def _remember(self, key: tuple[int, str], stored: StoredProfile) -> None:
         self.clean[key] = stored
@@ -99,6 +137,7 @@ class Pending:
 
     sends: list[Any] = field(default_factory=list)  # awaitables: deliveries of scores, DLQ
     commit: dict[Any, int] = field(default_factory=dict)  # TP -> next offset to read
+    receipts: list[EraseReceipt] = field(default_factory=list)  # sent once the tombstones are
     events: int = 0
 
 
@@ -109,7 +148,8 @@ class BatchRunner:
         self.w = w
         self.settings = w.settings
         self.topic = w.settings.topic_events
-        self.cache = ProfileCache(w.profiles, w.settings.profile_cache_users)
+        self.topics = {w.settings.topic_events, w.settings.topic_erasure}
+        self.cache = ProfileCache(w.profiles, w.settings.profile_cache_users, w.pseudonyms)
         self.lock = asyncio.Lock()
         self.pending = Pending()
         self.expected: dict[Any, int] = {}  # TP -> next offset to apply
@@ -129,8 +169,12 @@ class BatchRunner:
             owned = app.consumer.assignment()
             now = time.time()
             batch: list[Record] = []
+            commands: list[tuple[Any, Any]] = []
             for tp, records in fetched.items():
                 if tp not in owned:
+                    continue
+                if tp.topic != self.topic:
+                    commands.extend((tp, r) for r in await self._in_order(tp, records))
                     continue
                 for r in await self._in_order(tp, records):
                     timestamp = r.timestamp / 1000 if r.timestamp is not None else None
@@ -139,6 +183,8 @@ class BatchRunner:
                     )
             if batch:
                 await self._apply(batch, now)
+            for tp, record in commands:
+                self._erase(tp, record)
             if self._checkpoint_due():
                 await self._checkpoint()
 
@@ -207,11 +253,39 @@ class BatchRunner:
         self.pending.events += len(batch)
         metrics.last_event_processed.set(now)
 
+    def _erase(self, tp: Any, record: Any) -> None:
+        """Execute one erase command on this partition: the profile leaves the cache now and
+        RocksDB and the changelog (a tombstone) at the next checkpoint, with the receipt; a
+        pending throttled score of the user is dropped. The command's offset commits with the
+        tombstone, so a crash before it replays the command after the events it followed."""
+        self.pending.commit[tp] = record.offset + 1
+        try:
+            command = EraseCommand.model_validate_json(record.value or b"")
+        except ValueError as exc:
+            self.w.metrics.errors.labels("erase_command").inc()
+            log.error(
+                "erase command at %s[%d]@%d is not an intentflow.erasure-commands.v1 record "
+                "(%s); skipped", tp.topic, tp.partition, record.offset, type(exc).__name__,
+            )  # fmt: skip
+            return
+        erased = set(command.pseudonyms)
+        held = [self.cache.delete(tp.partition, pseudonym) for pseudonym in command.pseudonyms]
+        self.w.throttle.forget(lambda user: self.w.pseudonyms.pseudonym(user) in erased)
+        self.pending.receipts.append(
+            EraseReceipt(
+                request_id=command.request_id,
+                partition=tp.partition,
+                held=any(held),
+                executed_at=datetime.now(UTC),
+            )
+        )
+        self.w.metrics.erasures.labels("held" if any(held) else "not_held").inc()
+
     # -- checkpoints ----------------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
         elapsed = time.monotonic() - self.last_checkpoint
-        return bool(self.pending.commit or self.pending.sends) and (
+        return bool(self.pending.commit or self.pending.sends or self.pending.receipts) and (
             elapsed >= self.settings.checkpoint_interval_seconds
             or len(self.cache.dirty) >= self.settings.profile_cache_users
         )
@@ -229,23 +303,35 @@ class BatchRunner:
         # 1. scores and dead letters delivered
         for send in pending.sends:
             await send
-        # 2. one changelog record per changed user, delivered
+        # 2. one changelog record per changed user (a tombstone per erased one), delivered
         owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.topic}
-        dirty = {k: v for k, v in self.cache.take_dirty().items() if k[0] in owned}
-        values = {key: encode_stored(stored) for key, stored in dirty.items()}
+        writes = {k: v for k, v in self.cache.take_writes().items() if k[0] in owned}
+        values = {
+            key: encode_stored(stored) if stored is not None else None
+            for key, stored in writes.items()
+        }
         send, changelog = w.app.producer.send, w.changelog_topic
         futures = [
-            await send(changelog, user.encode("utf-8"), value, partition, None, None)
-            for (partition, user), value in values.items()
+            await send(changelog, pseudonym.encode(), value, partition, None, None)
+            for (partition, pseudonym), value in values.items()
         ]
         for future in futures:
             await future
         # 3. one RocksDB write batch per partition
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for (partition, user), value in values.items():
-            by_partition.setdefault(partition, []).append((user.encode("utf-8"), value))
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for (partition, pseudonym), value in values.items():
+            by_partition.setdefault(partition, []).append((pseudonym.encode(), value))
         for partition, items in by_partition.items():
             faust_compat.write_batch(w.profiles, partition, items)
+        # receipts of the erasures those tombstones executed
+        receipts = [
+            await send(w.settings.topic_erasure_receipts, r.request_id.encode(),
+                       r.model_dump_json().encode(), None, None, None)
+            for r in pending.receipts
+            if r.partition in owned
+        ]  # fmt: skip
+        for future in receipts:
+            await future
         # 4. input offsets committed (only of partitions still owned)
         commit = {tp: offset for tp, offset in pending.commit.items() if tp.partition in owned}
         if commit:
@@ -258,7 +344,7 @@ class BatchRunner:
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Checkpoint while the partitions are still owned, then forget them."""
-        mine = {tp for tp in revoked if tp.topic == self.topic}
+        mine = {tp for tp in revoked if tp.topic in self.topics}
         async with self.lock:
             await self._checkpoint()
             self.cache.drop_partitions({tp.partition for tp in mine})

@@ -96,7 +96,7 @@ def wait_scored(stack: Stack, ids: set[str], timeout: float) -> list[tuple[bytes
 
 
 def changelog_profiles(stack: Stack) -> dict[str, features.Profile]:
-    """The profile table as the changelog holds it (last value per user)."""
+    """The profile table as the changelog holds it (last value per key: the user's pseudonym)."""
     from kafka import KafkaConsumer, TopicPartition
 
     topic = f"{stack.settings.app_id}-user_profile-changelog"
@@ -112,9 +112,9 @@ def changelog_profiles(stack: Stack) -> dict[str, features.Profile]:
     while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=500).values():
             for r in batch:
-                latest[r.key.decode()] = r.value
+                latest[r.key.decode()] = r.value  # None: a tombstone (an erased profile)
     consumer.close()
-    return {user: decode_stored(value).profile for user, value in latest.items()}
+    return {key: decode_stored(value).profile for key, value in latest.items() if value}
 
 
 def assert_profiles_match(stack: Stack, payloads: list[tuple[bytes, bytes]]) -> None:
@@ -134,14 +134,18 @@ def assert_profiles_match(stack: Stack, payloads: list[tuple[bytes, bytes]]) -> 
 
 
 def offline_profiles(payloads: list[tuple[bytes, bytes]]) -> dict[str, features.Profile]:
-    """Profiles of an uninterrupted run: every event applied once, in order, per user."""
+    """Profiles of an uninterrupted run: every event applied once, in order, per user, keyed
+    by the user's pseudonym under the default (development) key, as the worker stores them."""
     from streams.contracts.events import ClickEvent, decode_event
+    from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 
+    pseudonyms = Pseudonymizer(parse_keys(load_settings().pseudonym_keys))
     out: dict[str, features.Profile] = {}
     for _, value in payloads:
         event = decode_event(value)
         assert isinstance(event, ClickEvent)
-        out[event.user_id] = features.update(out.get(event.user_id), event)
+        key = pseudonyms.pseudonym(event.user_id)
+        out[key] = features.update(out.get(key), event)
     return out
 
 

@@ -18,7 +18,7 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     assert (s.topic_events, s.topic_scores, s.topic_dlq) == (
         "clickstream.v1",
         "purchase-scores.v1",
-        "clickstream.dlq",
+        "clickstream.dlq.v2",
     )
     assert str(s.model_path) == "models/current"
     assert s.scoring_policy is ScoringPolicy.EVERY_EVENT

@@ -45,3 +45,12 @@ def test_throttle_scores_at_most_once_per_window_and_always_the_latest() -> None
     assert throttle.admit([_row("a", 4)], 106.0) == []
     assert [r.event.event_id for r in throttle.admit([_row("a", 5)], 110.0)] == ["a-5"]
     assert throttle.pending == 0
+
+
+def test_forget_drops_the_pending_rows_of_erased_users_only() -> None:
+    throttle = Throttle(interval=5.0)
+    throttle.admit([_row("a", 1), _row("b", 1)], 100.0)
+    throttle.admit([_row("a", 2), _row("b", 2)], 101.0)
+    assert throttle.pending == 2
+    assert throttle.forget(lambda user: user == "a") == 1
+    assert [r.event.user_id for r in throttle.due(106.0)] == ["b"]

@@ -32,8 +32,16 @@ def test_app_declares_co_partitioned_topics_table_and_one_agent(tmp_path: Path) 
         assert w.profiles.changelog_topic.get_topic_name() == changelog_topic_name(settings)
         assert str(app.conf.store) == "intentflow-rocksdb:"
         assert w.profiles.options["block_cache_size"] == 32 * 1024 * 1024
-        assert list(app.agents) == ["track_interest"]
-        assert app.agents["track_interest"].concurrency == 1  # at-least-once, in order
+        # Both agents only subscribe their topics (the batch runner consumes them) and are
+        # co-partitioned with the table.
+        assert list(app.agents) == ["track_interest", "erase_profiles"]
+        assert all(agent.concurrency == 1 for agent in app.agents.values())
+        assert w.erasure_topic.partitions == 6
+        assert app.conf.broker_consumer[0].scheme == "intentflow-batch"
+        assert app.batch_runner is w.runner and w.runner.topics == {
+            settings.topic_events,
+            settings.topic_erasure,
+        }
         assert app.conf.web_port == settings.web_port
         assert app.conf.datadir.is_relative_to(tmp_path)
     finally:

@@ -9,11 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 import rocksdict
 from faust.types import TP
+from pydantic import SecretStr
 
 from streams.model.bundle import load_bundle
+from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 from streams.processing.envelope import decode_stored
 from streams.processing.throttle import Throttle
 from streams.settings import load_settings
@@ -108,9 +111,11 @@ def rig(tmp_path: Path) -> Any:
     )
     w = Worker(
         settings=settings, app=app, events_topic=None, scores_topic=None, dlq_topic=None,
+        erasure_topic=None,
         profiles=SimpleNamespace(data=Store(tmp_path, log)), metrics=Metrics(),
         models=SimpleNamespace(bundle=bundle), throttle=Throttle(5.0), executor=None,
         step_config=step_config(settings), changelog_topic="changelog",
+        pseudonyms=Pseudonymizer(parse_keys(settings.pseudonym_keys)),
     )  # type: ignore[arg-type]  # fmt: skip
     runner = BatchRunner(w)
     return SimpleNamespace(log=log, w=w, app=app, runner=runner)
@@ -206,3 +211,68 @@ def test_profiles_are_read_from_rocksdb_once_and_then_from_the_cache(rig) -> Non
     run(fresh.process(fetch(0, 15, payloads[15:]), 1))
     assert (fresh.cache.misses, fresh.cache.hits) == (2, 2)  # the next batch hits the cache
     assert {stored.offset for stored in fresh.cache.dirty.values()} <= set(range(10, 20))
+
+
+def test_stores_are_keyed_by_pseudonyms_and_a_rotated_key_moves_the_profile(rig) -> None:
+    payloads = click_events(12, users=1, seed=8, start=START - 3600)
+    user = orjson.loads(payloads[0][1])["user_id"]
+    old_keys = rig.w.pseudonyms
+    run(rig.runner.process(fetch(0, 0, payloads[:6]), 1))
+    run(rig.runner._checkpoint())
+    written = {k for t, k, *_ in rig.app.producer.sent if t == "changelog"}
+    assert written == {old_keys.pseudonym(user).encode()} and user.encode() not in written
+    # Rotate: a new active key, the old one still listed.
+    rotated = Pseudonymizer(
+        parse_keys(
+            SecretStr(
+                "k2:another-secret-of-16-chars," + "dev:intentflow-development-key-not-secret"
+            )
+        )
+    )
+    rig.w.pseudonyms = rotated
+    runner = BatchRunner(rig.w)
+    runner.expected[TP(TOPIC, 0)] = 6
+    run(runner.process(fetch(0, 6, payloads[6:]), 1))
+    assert runner.cache.moved == 1
+    rig.app.producer.sent.clear()
+    run(runner._checkpoint())
+    changelog = {k: v for t, k, v, _ in rig.app.producer.sent if t == "changelog"}
+    new, old = rotated.pseudonym(user).encode(), old_keys.pseudonym(user).encode()
+    assert changelog[old] is None  # the old entry is tombstoned
+    assert decode_stored(changelog[new]).profile.n_events == 12  # nothing lost in the move
+    db = rig.w.profiles.data._db_for_partition(0)
+    assert db.get(old) is None and db.get(new) == changelog[new]
+
+
+def test_an_erase_command_tombstones_the_profile_then_sends_the_receipt_then_commits(rig) -> None:
+    from datetime import UTC, datetime
+
+    from streams.contracts.erasure import EraseCommand, EraseReceipt
+
+    payloads = click_events(12, users=2, seed=9, start=START - 3600)
+    users = sorted({orjson.loads(v)["user_id"] for _, v in payloads})
+    run(rig.runner.process(fetch(0, 0, payloads), 1))
+    run(rig.runner._checkpoint())
+    gone, kept = (rig.w.pseudonyms.pseudonym(u) for u in users)
+    command = EraseCommand(
+        request_id="r-1", pseudonyms=rig.w.pseudonyms.all_pseudonyms(users[0]),
+        requested_at=datetime.now(UTC),
+    )  # fmt: skip
+    erasure = TP(rig.w.settings.topic_erasure, 0)
+    rig.app.consumer.owned.add(erasure)
+    rig.app.producer.sent.clear()
+    rig.log.clear()
+    record = SimpleNamespace(offset=0, key=b"r-1", value=command.model_dump_json().encode())
+    run(rig.runner.process({erasure: [record]}, 1))
+    run(rig.runner._checkpoint())
+    sent = [(t, k, v) for t, k, v, _ in rig.app.producer.sent]
+    assert sent[0] == ("changelog", gone.encode(), None)  # a tombstone
+    topic, _, value = sent[1]
+    assert topic == rig.w.settings.topic_erasure_receipts
+    receipt = EraseReceipt.model_validate_json(value)
+    assert (receipt.request_id, receipt.partition, receipt.held) == ("r-1", 0, True)
+    assert rig.log == ["delivered changelog", "rocksdb 0", f"delivered {topic}", "commit"]
+    assert rig.app.consumer.commits[-1] == {erasure: 1}
+    db = rig.w.profiles.data._db_for_partition(0)
+    assert db.get(gone.encode()) is None and db.get(kept.encode()) is not None
+    assert rig.runner.cache.get(0, users[0]) is None  # a returning shopper starts afresh
