@@ -270,12 +270,18 @@ def test_no_input_stops_the_worker(
     print(f"chaos: dead letters by class {dict(sorted(classes.items()))}")
     assert len(classes) == 13  # nine payload classes from the simulator and four poison ones
 
-    # Profiles equal an uninterrupted run over the valid events alone, and the unreadable
-    # stored profile was neither overwritten nor dropped.
-    latest = {r.key: (r.partition, r.value) for r in read_topic(bootstrap, changelog)}
-    assert latest.pop(garbage_key) == (garbage_partition, GARBAGE_PROFILE)
-    got = {key.decode(): decode_stored(value).profile for key, (_, value) in latest.items()}
+    # Profiles equal an uninterrupted run over the valid events alone (the last ones reach
+    # the changelog at the next checkpoint, so poll briefly), and the unreadable stored
+    # profile was neither overwritten nor dropped.
     expected = offline_profiles([(i.key, i.value) for i in chaos.items if i.expected is None])
+    deadline = time.monotonic() + 30
+    while True:
+        latest = {r.key: (r.partition, r.value) for r in read_topic(bootstrap, changelog)}
+        assert latest.pop(garbage_key) == (garbage_partition, GARBAGE_PROFILE)
+        got = {k.decode(): decode_stored(v).profile for k, (_, v) in latest.items() if v}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     differing = sorted(u for u in expected if got.get(u) != expected[u])
     assert not differing, f"{len(differing)} of {len(expected)} profiles differ: {differing[:5]}"
     assert got.keys() == expected.keys()
