@@ -159,9 +159,9 @@ class StaleWriteError(AssertionError):
 @pytest.mark.xfail(
     strict=True,
     raises=StaleWriteError,
-    reason="worker bug: after losing its partitions while frozen, the revoke checkpoint "
-    "(runner.on_revoked -> _checkpoint) still writes the old owner's dirty profiles to the "
-    "changelog before its commit fails with UnknownMemberIdError",
+    reason="worker bug: woken after its partitions moved, the worker's next checkpoint (the "
+    "checkpoint timer's, or on_revoked's) still sends its uncheckpointed profiles to the "
+    "changelog; only the offset commit fails (UnknownMemberIdError)",
 )
 def test_a_worker_that_lost_its_partitions_writes_no_profile_for_them(
     bootstrap: str, tmp_path: Path, unique: str, workers: list[WorkerProcess]
