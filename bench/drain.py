@@ -31,6 +31,11 @@ from tests.integration.harness import WorkerProcess
 SYSTEMS = ("passthrough", "worker", "plain_loop", "quix")
 
 
+# The benchmark's own pseudonym key (not a secret: scratch data), so that state.py can key the
+# profiles it seeds into a worker's changelog exactly as that worker looks them up
+PSEUDONYM_KEYS = "bench:intentflow-benchmark-scratch-key"
+
+
 def old_worker_name(commit: str) -> str:
     """The system name of the worker of another commit: ``worker_<7 hex digits>``."""
     return f"worker_{commit[:7]}"
@@ -209,6 +214,7 @@ def worker_env(
         "INTENTFLOW_MODEL_PATH": str(setup.bundle),
         "INTENTFLOW_DATA_DIR": str(data_dir),
         "INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS": "20",
+        "INTENTFLOW_PSEUDONYM_KEYS": PSEUDONYM_KEYS,  # an older worker ignores it
     }
     if setup.worker_batch_max is not None:
         env["INTENTFLOW_BATCH_MAX"] = str(setup.worker_batch_max)

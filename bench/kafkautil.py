@@ -72,8 +72,35 @@ def producer(bootstrap: str, **extra: object) -> Producer:
     return Producer(conf)
 
 
-def produce_all(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """Produce (key, value) pairs and wait until every one is acknowledged. Returns the count."""
+def partition_of(key: bytes, partitions: int = 4) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives ``key``, as every client here."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def produce_keyed(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes, bytes]],
+    partitions: int = 4,
+) -> int:
+    """Produce ``(partition key, key, value)``: each record keyed by ``key`` but sent to the
+    partition of ``partition key`` (a table keyed by pseudonym, partitioned like the input)."""
+    return produce_all(
+        bootstrap,
+        topic,
+        ((key, value, partition_of(pkey, partitions)) for pkey, key, value in records),
+    )
+
+
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]],
+) -> int:
+    """Produce (key, value[, partition]) and wait until every one is acknowledged. Returns the
+    count. Without a partition, the key's murmur2 partition."""
     failures: list[str] = []
 
     def on_delivery(err: object, _msg: object) -> None:
@@ -82,10 +109,12 @@ def produce_all(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None
 
     p = producer(bootstrap)
     count = 0
-    for key, value in records:
+    for record in records:
+        key, value = record[0], record[1]
+        where = {"partition": record[2]} if len(record) == 3 else {}  # type: ignore[misc]
         while True:
             try:
-                p.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                p.produce(topic, value=value, key=key, on_delivery=on_delivery, **where)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -222,5 +251,23 @@ def read_all(bootstrap: str, topic: str, partitions: int = 4, timeout: float = 1
         if len(done) < len(ends):
             raise RuntimeError(f"timed out reading {topic}: {len(out)} records so far")
         return out
+    finally:
+        c.close()
+
+
+def wait_committed(
+    bootstrap: str, group: str, topic: str, total: int, *, timeout: float, partitions: int = 4
+) -> float | None:
+    """Poll until ``group`` has committed offsets summing to ``total`` on ``topic`` (all read).
+    Returns the seconds it took, None if it did not within ``timeout``."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            if sum(max(tp.offset, 0) for tp in tps) >= total:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        return None
     finally:
         c.close()

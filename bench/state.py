@@ -31,12 +31,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import SecretStr
 
 from bench import kafkautil
-from bench.drain import Launched, Setup, wait_for_outputs, worker_env
+from bench.drain import PSEUDONYM_KEYS, Launched, Setup, wait_for_outputs, worker_env
 from bench.procs import dir_size_mb, unique
 from streams import features
 from streams.contracts.events import Rejection, decode_event
+from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 from streams.processing.envelope import StoredProfile, encode_stored
 from tests.integration.harness import WorkerProcess
 
@@ -80,14 +82,21 @@ def envelope(profile: features.Profile) -> bytes:
 def seed_changelog(
     bootstrap: str, app_id: str, users: int, samples: list[bytes], prefix: str
 ) -> str:
-    """Write ``users`` profile envelopes to the app's changelog topic; returns the topic."""
+    """Write ``users`` profile envelopes to the app's changelog topic; returns the topic.
+
+    The worker keys its table by pseudonym (``streams.privacy.pseudonyms``), so each record
+    is keyed by the user's pseudonym under the benchmark's key, and sent to the partition of
+    the user's raw id (where the user's events go, murmur2 like every client here)."""
     topic = f"{app_id}-user_profile-changelog"
     kafkautil.create_topics(bootstrap, [topic], config={"cleanup.policy": "compact"})
+    pseudonyms = Pseudonymizer(parse_keys(SecretStr(PSEUDONYM_KEYS)))
     rng = random.Random(users)
-    records = (
-        (f"{prefix}{i:07d}".encode(), samples[rng.randrange(len(samples))]) for i in range(users)
+    records = ((f"{prefix}{i:07d}", samples[rng.randrange(len(samples))]) for i in range(users))
+    kafkautil.produce_keyed(
+        bootstrap,
+        topic,
+        ((user.encode(), pseudonyms.pseudonym(user).encode(), value) for user, value in records),
     )
-    kafkautil.produce_all(bootstrap, topic, records)
     return topic
 
 
@@ -185,6 +194,9 @@ def scale_run(
         )
         cpu = running.cpu.seconds() - cpu0
         rss = running.cpu.rss_mb()
+        # The worker writes profiles at its next checkpoint (about a second), with the input
+        # offsets: stopped before it, the table and changelog would miss the burst's users.
+        checkpointed = kafkautil.wait_committed(setup.bootstrap, app_id, topic, burst, timeout=30.0)
         disk_running = dir_size_mb(data_dir)
     finally:
         worker.stop()
@@ -203,6 +215,7 @@ def scale_run(
         "rocksdb_mb": round(disk_running, 1),
         "rocksdb_mb_after_stop": round(dir_size_mb(data_dir), 1),
         "table_users": count_users(data_dir),
+        "burst_committed_after_s": None if checkpointed is None else round(checkpointed, 2),
     }
     if restart:
         shutil.rmtree(data_dir)
