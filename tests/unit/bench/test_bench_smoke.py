@@ -133,3 +133,13 @@ def test_batch_figures_of_a_phase_come_from_two_scrapes() -> None:
     assert got["inference_ms_per_batch"] == 1.0
     assert (got["checkpoints"], got["checkpoint_ms_mean"]) == (4.0, 5.0)
     assert batch_figures({}, after) == {}  # not a worker: nothing to report
+
+
+def test_partition_of_is_kafkas_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from bench.kafkautil import partition_of
+
+    default = DefaultPartitioner()
+    for key in (b"u1", b"s10000-u0000042", b"shopper-\xc3\xa9", b""):
+        assert partition_of(key) == default(key, [0, 1, 2, 3], [0, 1, 2, 3])
