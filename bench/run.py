@@ -269,7 +269,7 @@ def run_profile(cfg: Config, setup: drain.Setup, res: Results) -> None:
     text, summary = profiling.summarize(raw)
     header = (
         f"# intentflow worker, py-spy {seconds:.0f} s at 67 Hz during a drain of "
-        f"{cfg.events:,} preloaded events (batch_max {cfg.batch_max})\n"
+        f"{cfg.events:,} preloaded events (batch_max {cfg.batch_max or 'the default'})\n"
         f"# load average at the time: {load_avg()}\n\n"
     )
     (out / "worker-profile.txt").write_text(header + text)
