@@ -15,6 +15,7 @@ from pathlib import Path
 OURS = ("streams", "model_export")
 FAUST = ("faust", "mode", "aiokafka")
 CLIENTS = ("faust", "mode", "aiokafka", "kafka", "confluent_kafka", "prometheus_client")
+PURE_PRIVACY = ("streams.privacy.pseudonyms", "streams.privacy.redact")
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,15 @@ def violations(graph: dict[str, list[Import]]) -> list[str]:
                     bad(imp, f"{pure} imports only itself and streams.errors")
             if _within(src, "streams.processing"):
                 allowed = ("streams.processing", "streams.contracts", "streams.features",
-                           "streams.model", "streams.errors")  # fmt: skip
+                           "streams.model", "streams.errors", *PURE_PRIVACY)  # fmt: skip
                 if _ours(dst) and not any(_within(dst, a) for a in allowed):
-                    bad(imp, "streams.processing imports only contracts, features and model")
+                    bad(imp, "streams.processing imports only contracts, features, model and "
+                             "the pure privacy modules")  # fmt: skip
                 if _top(dst) in CLIENTS:
                     bad(imp, "streams.processing never imports a Kafka client or Prometheus")
+            if src in PURE_PRIVACY and (_top(dst) in CLIENTS or (_ours(dst) and dst not in (
+                "streams.errors", *PURE_PRIVACY))):  # fmt: skip
+                bad(imp, "the pure privacy modules import no client and only streams.errors")
             if _top(dst) in FAUST and not _within(src, "streams.worker"):
                 bad(imp, "only streams.worker imports faust or aiokafka")
             if src == "streams.worker.agents" and dst == "streams.worker.app":

@@ -1,5 +1,7 @@
-"""clickstream.dlq: the dead-letter record (agrees with ``schemas/clickstream-dlq.v1.json``) and
-its encoding. Every rejected event lands there with its bytes and its reason.
+"""clickstream.dlq.v2: the dead-letter record (agrees with ``schemas/clickstream-dlq.v2.json``;
+v1 is frozen) and its encoding. Every rejected record lands there with its payload and reason,
+and no raw identifier: the worker pseudonymises the payload (``streams.privacy.redact``) and
+the key before it builds the record.
 
 A dead letter always fits the producer's request limit: the payload kept is at most the first
 ``MAX_DLQ_PAYLOAD_BYTES`` bytes (with the whole payload's size and sha256, so a cut payload can
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -19,10 +22,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.contracts.events import ErrorClass, Rejection
 
-DLQ_SCHEMA_VERSION: Final = "1"
+DLQ_SCHEMA_VERSION: Final = "2"
 MAX_DLQ_PAYLOAD_BYTES: Final = 65_536
 MAX_REASON_CHARS: Final = 2_048
-MAX_DLQ_KEY_BYTES: Final = 1_024
 
 PayloadEncoding = Literal["utf-8", "base64", "null"]
 
@@ -33,12 +35,13 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal["1"] = DLQ_SCHEMA_VERSION
+    schema_version: Literal["2"] = DLQ_SCHEMA_VERSION
     payload: str
     payload_encoding: PayloadEncoding
     payload_bytes: Annotated[int, Field(ge=0)] | None = None
     payload_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     payload_truncated: bool = False
+    payload_pseudonymised: bool = False
     source_topic: Annotated[str, Field(min_length=1)]
     source_partition: Annotated[int, Field(ge=0)]
     source_offset: Annotated[int, Field(ge=0)]
@@ -73,8 +76,12 @@ def dead_letter(
     partition: int,
     offset: int,
     received_at: datetime | None = None,
+    stored: bytes | None = None,
 ) -> DeadLetter:
-    """The DLQ record for a rejected record: its bytes (cut at 64 KiB) and its reason."""
+    """The DLQ record for a rejected record: its bytes (cut at 64 KiB) and its reason.
+
+    ``stored``: the payload to keep instead of ``raw`` (its pseudonymised form); the size and
+    sha256 are still those of ``raw``."""
     reason = rejection.reason
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
@@ -88,21 +95,26 @@ def dead_letter(
     }
     if raw is None:
         return DeadLetter(payload="", payload_encoding="null", payload_bytes=0, **common)
-    kept = raw[:MAX_DLQ_PAYLOAD_BYTES]
-    text, encoding = _text(kept, cut=len(kept) < len(raw))
+    body = raw if stored is None else stored
+    kept = body[:MAX_DLQ_PAYLOAD_BYTES]
+    text, encoding = _text(kept, cut=len(kept) < len(body))
     return DeadLetter(
         payload=text,
         payload_encoding=encoding,
         payload_bytes=len(raw),
         payload_sha256=hashlib.sha256(raw).hexdigest(),
-        payload_truncated=len(kept) < len(raw),
+        payload_truncated=len(kept) < len(body),
+        payload_pseudonymised=stored is not None and stored != raw,
         **common,
     )
 
 
-def dead_letter_key(key: bytes | None) -> bytes | None:
-    """The DLQ record's key: the source key, cut so an absurd key cannot break the send."""
-    return key[:MAX_DLQ_KEY_BYTES] if key is not None else None
+def dead_letter_key(key: bytes | None, pseudonym: Callable[[str], str]) -> bytes | None:
+    """The DLQ record's key: the pseudonym of the source key (an operator with the keys can
+    find a shopper's dead letters; nobody else learns the id)."""
+    if key is None:
+        return None
+    return pseudonym(key.decode("utf-8", errors="surrogateescape")).encode()
 
 
 def encode_dead_letter(letter: DeadLetter) -> bytes:

@@ -234,10 +234,21 @@ def _describe(err: Any) -> str:
         got, dict | list
     ):
         return f"{where}{err['msg']}"
-    shown = repr(got)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"{where}{err['msg']} (got {shown})"
+    return f"{where}{err['msg']} (got {_kind(got)})"
+
+
+def _kind(value: Any) -> str:
+    """What kind of value came, never the value itself: reasons end up in the dead-letter
+    topic, which must hold no identifiers."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return type(value).__name__
 
 
 class _Wire(msgspec.Struct, frozen=True):

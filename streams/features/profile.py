@@ -291,6 +291,19 @@ def encode_profile(profile: Profile) -> bytes:
     return bytes(out)
 
 
+def profile_clock(data: bytes) -> float:
+    """The clock (newest event time) of an encoded profile, without decoding the rest (the
+    retention sweep reads it for every stored profile); ProfileDecodeError if not a profile."""
+    try:
+        magic, version = _HEAD.unpack_from(data, 0)
+        (clock,) = _F64.unpack_from(data, _HEAD.size)
+    except struct.error:
+        raise ProfileDecodeError(f"profile bytes too short ({len(data)} bytes)") from None
+    if magic != _MAGIC or version != PROFILE_FORMAT_VERSION:
+        raise ProfileDecodeError(f"not a profile of format version {PROFILE_FORMAT_VERSION}")
+    return float(clock)
+
+
 def decode_profile(data: bytes) -> Profile:
     """The exact profile ``encode_profile`` wrote; ProfileDecodeError if the bytes are not one."""
     try:

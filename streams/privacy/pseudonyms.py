@@ -65,7 +65,7 @@ class Pseudonymizer:
     def _under(self, index: int, user_id: str) -> str:
         key_id, base = self._macs[index]
         mac = base.copy()
-        mac.update(user_id.encode("utf-8"))
+        mac.update(user_id.encode("utf-8", errors="surrogateescape"))
         return f"{PREFIX}.{key_id}.{mac.hexdigest()[:_DIGEST_HEX]}"
 
 

@@ -51,6 +51,13 @@ def encode_stored(stored: StoredProfile) -> bytes:
     return header + features.encode_profile(stored.profile)
 
 
+def stored_clock(data: bytes) -> float:
+    """The profile clock (newest event time) of a table value, read without decoding it."""
+    if data[:1] == b"\x01":
+        return features.profile_clock(data[_V1.size :])
+    return features.profile_clock(data[_V2.size :])
+
+
 def decode_stored(data: bytes) -> StoredProfile:
     """Inverse of ``encode_stored`` (and reads version 1); ProfileDecodeError otherwise."""
     if not data:

@@ -16,6 +16,7 @@ from typing import Any
 
 from streams.processing.step import score
 from streams.worker.context import Worker
+from streams.worker.retention import INTERVAL_SECONDS
 from streams.worker.sending import publish_dead_letters, publish_scores
 
 log = logging.getLogger("intentflow.worker")
@@ -40,6 +41,10 @@ def register(w: Worker) -> None:
         except Exception:  # the serving model stays; the next poll tries again
             w.metrics.errors.labels("model_reload").inc()
             log.exception("model poll failed")
+
+    @app.timer(INTERVAL_SECONDS)
+    async def expire_idle_profiles() -> None:
+        await runner.retention.step()  # one slice of a few milliseconds
 
     @app.timer(settings.checkpoint_interval_seconds)
     async def checkpoint() -> None:

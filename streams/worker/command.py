@@ -22,6 +22,24 @@ from streams.worker.metrics import Metrics
 log = logging.getLogger("intentflow.worker")
 
 
+# Third-party loggers whose debug lines print whole records or protocol dumps (keys and values:
+# raw shopper ids). They stay at INFO even at INTENTFLOW_LOG_LEVEL=debug, so a debug log holds
+# no personal data (the canary test scans one).
+PAYLOAD_LOGGERS = (
+    "aiokafka.conn",
+    "aiokafka.producer.producer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "kafka",
+)
+
+
+def quiet_payload_loggers() -> None:
+    for name in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+
+
 def preflight(settings: Settings, models: ModelServer) -> str | None:
     """Fail fast, with the fix in the message, before Faust starts retrying forever.
 
@@ -56,6 +74,7 @@ def worker_command(ctx: click.Context) -> None:
         level=settings.log_level.upper(),
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
     )
+    quiet_payload_loggers()
     metrics = Metrics()
     models = ModelServer(
         settings.model_path, threads=settings.onnx_threads, on_outcome=metrics.model_outcome

@@ -144,6 +144,11 @@ class Metrics:
             "held a profile of the shopper.",
             ["outcome"], registry=r,
         )  # fmt: skip
+        self.profiles_expired = Counter(
+            "intentflow_profiles_expired_total",
+            "Profiles deleted because they were idle longer than INTENTFLOW_PROFILE_TTL_DAYS.",
+            registry=r,
+        )
         self.errors = Counter(
             "intentflow_worker_errors_total",
             "Unexpected errors caught in the worker loop, by stage.",

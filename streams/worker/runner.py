@@ -35,6 +35,7 @@ from streams.processing.envelope import StoredProfile, decode_stored, encode_sto
 from streams.processing.step import Record, run_step
 from streams.worker import faust_compat
 from streams.worker.context import Worker
+from streams.worker.retention import RetentionSweep
 from streams.worker.sending import publish_dead_letters, publish_scores
 
 log = logging.getLogger("intentflow.worker")
@@ -156,6 +157,8 @@ class BatchRunner:
         self.refetched: dict[Any, tuple[int, int]] = {}  # TP -> (expected, got) seeked once
         self.last_checkpoint = time.monotonic()
         self.generation = -1
+        self.event_clock: dict[int, float] = {}  # partition -> newest event time applied
+        self.retention = RetentionSweep(self, w.settings.profile_ttl_days * 86_400)
 
     # -- the input loop ------------------------------------------------------------------
 
@@ -246,6 +249,11 @@ class BatchRunner:
         if applied.replayed:
             metrics.events_consumed.labels("replayed").inc(applied.replayed)
             log.info("skipped %d events already applied before a restart", applied.replayed)
+        clock = self.event_clock
+        for row in applied.rows:
+            p, ts = row.record.partition, row.event.ts
+            if ts > clock.get(p, float("-inf")):
+                clock[p] = ts
         for record in batch:
             tp = faust_compat.tp(record.topic, record.partition)
             self.pending.commit[tp] = record.offset + 1
@@ -282,6 +290,9 @@ class BatchRunner:
         self.w.metrics.erasures.labels("held" if any(held) else "not_held").inc()
 
     # -- checkpoints ----------------------------------------------------------------------
+
+    def owned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.w.app.consumer.assignment() if tp.topic == self.topic}
 
     def _checkpoint_due(self) -> bool:
         elapsed = time.monotonic() - self.last_checkpoint
@@ -348,6 +359,9 @@ class BatchRunner:
         async with self.lock:
             await self._checkpoint()
             self.cache.drop_partitions({tp.partition for tp in mine})
+            self.retention.forget({tp.partition for tp in mine})
+            for tp in mine:
+                self.event_clock.pop(tp.partition, None)
             for tp in mine:
                 self.expected.pop(tp, None)
                 self.refetched.pop(tp, None)

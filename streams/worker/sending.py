@@ -61,7 +61,8 @@ async def publish_dead_letters(
     metrics = w.metrics
     for record, letter in letters:
         future = await w.app.producer.send(
-            w.settings.topic_dlq, dead_letter_key(record.key), encode_dead_letter(letter),
+            w.settings.topic_dlq, dead_letter_key(record.key, w.pseudonyms.pseudonym),
+            encode_dead_letter(letter),
             None, None, None,
         )  # fmt: skip
         sends.sends.append((record, future))

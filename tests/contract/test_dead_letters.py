@@ -16,7 +16,7 @@ from tests.conftest import SCHEMAS
 
 PRODUCER_LIMIT = 1_000_000  # Kafka's default max.request.size (and the worker's producer's)
 VALIDATOR = Draft202012Validator(
-    json.loads((SCHEMAS / "clickstream-dlq.v1.json").read_text()), format_checker=FormatChecker()
+    json.loads((SCHEMAS / "clickstream-dlq.v2.json").read_text()), format_checker=FormatChecker()
 )
 REASON = Rejection(ErrorClass.OVERSIZED, "x" * 10_000)  # longer than any real reason
 

@@ -30,7 +30,7 @@ from tests.conftest import SCHEMAS
 FILES = {
     "clickstream.v1.json": ClickEventModel,
     "purchase-scores.v1.json": PurchaseScore,
-    "clickstream-dlq.v1.json": DeadLetter,
+    "clickstream-dlq.v2.json": DeadLetter,
 }
 CONSTRAINTS = ("minLength", "maxLength", "minimum", "maximum", "maxItems", "const", "enum")
 
@@ -101,9 +101,9 @@ def test_required_sets_agree() -> None:
     # Outgoing records always carry every field (schema_version has a default but is written),
     # except the DLQ's payload_* details, which a dead letter carries when it has a payload.
     assert set(_schema("purchase-scores.v1.json")["required"]) == set(PurchaseScore.model_fields)
-    optional = {"payload_bytes", "payload_sha256", "payload_truncated"}
+    optional = {"payload_bytes", "payload_sha256", "payload_truncated", "payload_pseudonymised"}
     assert (
-        set(_schema("clickstream-dlq.v1.json")["required"])
+        set(_schema("clickstream-dlq.v2.json")["required"])
         == set(DeadLetter.model_fields) - optional
     )
     item = _schema("purchase-scores.v1.json")["properties"]["top_categories"]["items"]
@@ -117,7 +117,7 @@ def test_enums_agree() -> None:
     click = _schema("clickstream.v1.json")
     assert click["properties"]["event_type"]["enum"] == [t.value for t in EventType]
     assert click["properties"]["schema_version"]["const"] == "1"
-    dlq = _schema("clickstream-dlq.v1.json")
+    dlq = _schema("clickstream-dlq.v2.json")
     assert dlq["properties"]["error_class"]["enum"] == [c.value for c in ErrorClass]
     assert dlq["properties"]["payload_encoding"]["enum"] == ["utf-8", "base64", "null"]
 
@@ -226,3 +226,16 @@ def test_the_runtime_event_carries_the_models_fields_in_wire_order() -> None:
     assert [f.name for f in msgspec.structs.fields(ClickEvent)] == list(
         _schema("clickstream.v1.json")["properties"]
     )
+
+
+def test_frozen_contracts_keep_their_bytes() -> None:
+    """clickstream-dlq.v1 is frozen (v2 replaced it): a consumer that validates against it
+    must never see it change."""
+    import hashlib
+
+    frozen = {
+        "clickstream-dlq.v1.json": "7f3a606a754958bab19fe596eccb43bb"
+        "77c8caddeffc1da106ef2d1e8f11258f"
+    }
+    for name, digest in frozen.items():
+        assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == digest, name

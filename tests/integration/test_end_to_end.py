@@ -90,7 +90,7 @@ def test_every_malformed_event_is_in_the_dlq_with_its_reason(
 ) -> None:
     bad = [r for r in simulated if not r.valid]
     validator = Draft202012Validator(
-        json.loads((SCHEMAS / "clickstream-dlq.v1.json").read_text()),
+        json.loads((SCHEMAS / "clickstream-dlq.v2.json").read_text()),
         format_checker=FormatChecker(),
     )
     letters = [orjson.loads(v) for _, v in run["dlq"]]
@@ -105,13 +105,14 @@ def test_every_malformed_event_is_in_the_dlq_with_its_reason(
         )
         # A dead letter keeps the first 64 KiB of a payload, with the whole one's size and hash.
         assert letter["payload_truncated"] == (letter["payload_bytes"] > MAX_DLQ_PAYLOAD_BYTES)
-        by_payload[(letter["payload_sha256"], len(raw), letter["error_class"])] += 1
+        by_payload[(letter["payload_sha256"], letter["payload_bytes"], letter["error_class"])] += 1
+        assert len(raw) <= MAX_DLQ_PAYLOAD_BYTES
         assert letter["reason"]
         assert letter["source_offset"] >= 0
     expected = Counter(
         (
             hashlib.sha256(r.payload).hexdigest(),
-            min(len(r.payload), MAX_DLQ_PAYLOAD_BYTES),
+            len(r.payload),
             r.error_class.value,
         )
         for r in bad

@@ -85,7 +85,7 @@ def test_a_good_event_decodes_with_its_values() -> None:
         (_raw(occurred_at="2025-02-30T09:30:00Z"), ErrorClass.INVALID_VALUE, "`occurred_at`"),
         (_raw(occurred_at="2025-01-06T09:30:00"), ErrorClass.NAIVE_TIMESTAMP, "timezone"),
         (_raw(schema_version="2"), ErrorClass.UNSUPPORTED_VERSION, "`schema_version`"),
-        (_raw(schema_version=1), ErrorClass.UNSUPPORTED_VERSION, "got 1"),
+        (_raw(schema_version=1), ErrorClass.UNSUPPORTED_VERSION, "got a number"),
         (b'{"user_id": "caf\xe9"}', ErrorClass.NOT_UTF8, "byte 0xe9 at position 16"),
         (b"\xff\xfe{}", ErrorClass.NOT_UTF8, "not UTF-8"),
     ],
@@ -129,7 +129,7 @@ def test_integral_float_quantity_is_an_integer_like_in_the_schema() -> None:
 
 
 def _dlq_validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMAS / "clickstream-dlq.v1.json").read_text())
+    schema = json.loads((SCHEMAS / "clickstream-dlq.v2.json").read_text())
     return jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )

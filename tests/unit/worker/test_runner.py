@@ -81,6 +81,9 @@ class LoggedDB:
     def get(self, key: bytes) -> Any:
         return self.db.get(key)
 
+    def iter(self) -> Any:
+        return self.db.iter()
+
     def write(self, batch: Any) -> None:
         self.log.append(f"rocksdb {self.partition}")
         self.db.write(batch)
@@ -276,3 +279,19 @@ def test_an_erase_command_tombstones_the_profile_then_sends_the_receipt_then_com
     db = rig.w.profiles.data._db_for_partition(0)
     assert db.get(gone.encode()) is None and db.get(kept.encode()) is not None
     assert rig.runner.cache.get(0, users[0]) is None  # a returning shopper starts afresh
+
+
+def test_the_retention_sweep_expires_profiles_idle_longer_than_the_ttl(rig) -> None:
+    old = click_events(5, users=1, seed=10, start=START - 40 * 86_400, prefix="old")
+    new = click_events(5, users=1, seed=11, start=START - 3600, prefix="new")
+    run(rig.runner.process(fetch(0, 0, old + new), 1))
+    run(rig.runner._checkpoint())
+    rig.runner.retention.ttl = 30 * 86_400
+    assert run(rig.runner.retention.step()) == 1  # the shopper idle for 40 days
+    assert run(rig.runner.retention.step()) == 0  # a pass is done: it rests
+    rig.app.producer.sent.clear()
+    run(rig.runner._checkpoint())
+    old_user = orjson.loads(old[0][1])["user_id"]
+    tombstones = [k for t, k, v, _ in rig.app.producer.sent if t == "changelog" and v is None]
+    assert tombstones == [rig.w.pseudonyms.pseudonym(old_user).encode()]
+    assert rig.w.metrics.profiles_expired._value.get() == 1
