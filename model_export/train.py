@@ -4,7 +4,8 @@ Steps: read and sort the log; label snapshots; split by time; learn category emb
 the train period; replay the log through the feature code; fit the Keras model (early stopping
 on the last 15% of the train period, so the validation split is never used for any choice);
 fit the baselines; export to ONNX and check parity on the whole validation split; write the
-bundle atomically.
+bundle atomically, with the training reference of every feature (its mean, the reference of
+reasons, and its histogram, the reference of drift: ``streams.features.reference``).
 
 Class imbalance: no class weights or resampling. They trade calibration for recall, and the
 scores are consumed as probabilities downstream. The output bias starts at the log-odds of the
@@ -44,7 +45,14 @@ from model_export.embeddings import learn_embeddings
 from model_export.export import OPSET, PARITY_TOLERANCE, check_parity, export_onnx, onnx_predict
 from streams.errors import DataError
 from streams.features import EMBEDDING_DIM, FEATURE_NAMES, FEATURE_SPEC
-from streams.model.bundle import EMBEDDINGS_FILE, INPUT_NAME, OUTPUT_NAME, BundleWriter
+from streams.features.reference import BINS, fit_reference
+from streams.model.bundle import (
+    EMBEDDINGS_FILE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    REFERENCE_FILE,
+    BundleWriter,
+)
 from streams.progress import Progress
 
 EARLY_STOPPING_FRACTION = 0.15
@@ -244,6 +252,8 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         log(f"exported ONNX opset {OPSET}; parity max |diff| {max_diff:.2e} on {len(val)} rows")
 
         writer.write_embeddings(embeddings)
+        # The reference of reasons (the train mean) and of drift (train histograms).
+        writer.write_reference(fit_reference(train.X))
         created = datetime.now(UTC)
         model_version = f"{created:%Y%m%dT%H%M%SZ}-{writer.model_digest()[:8]}"
         validation = metrics.summary(val.y, p_onnx)  # what the worker will serve
@@ -271,6 +281,17 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
                 "method": "PPMI + truncated SVD over session co-occurrence",
                 "dim": EMBEDDING_DIM,
                 "categories": len(embeddings),
+            },
+            "reference": {
+                "file": REFERENCE_FILE,
+                "rows": len(train),
+                "bins": BINS,
+                "what": "train-split mean (the occlusion reference of reasons) and decile "
+                "histograms (the reference of drift) of every feature",
+                "feature_groups": {
+                    group: [FEATURE_NAMES[c] for c in cols.tolist()]
+                    for group, cols in FEATURE_SPEC.group_columns().items()
+                },
             },
             "training": {
                 "source": str(cfg.events),

@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from streams.features import EMBEDDING_DIM, FEATURE_SPEC, CategoryEmbeddings
+from streams.features.reference import Reference
 from streams.model.bundle import INPUT_NAME, OUTPUT_NAME, BundleWriter, point_link
 
 
-def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
-    """Write a bundle (model.onnx, metadata.json, embeddings.npz) to ``directory``."""
+def make_bundle(
+    directory: Path, version: str, *, seed: int = 0, reference: Reference | None = None
+) -> Path:
+    """Write a bundle (model.onnx, metadata.json, embeddings.npz, and reference.npz when a
+    ``reference`` is given) to ``directory``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -42,6 +46,8 @@ def make_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
     with BundleWriter(directory) as writer:
         writer.model_path.write_bytes(model.SerializeToString())
         writer.write_embeddings(CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))))
+        if reference is not None:
+            writer.write_reference(reference)
         writer.publish(
             {
                 "model_version": version,

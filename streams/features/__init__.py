@@ -3,7 +3,11 @@
 - ``profile``: per-user state (``Profile``), its pure ``update`` in event time, the compact
   versioned encoding, and ``top_categories``.
 - ``embeddings``: the category embedding table of a model bundle, with a hashed fallback.
-- ``vector``: the frozen, hashed ``FEATURE_SPEC`` and ``feature_vector``/``feature_matrix``.
+- ``vector``: the frozen, hashed ``FEATURE_SPEC`` (with the group of each feature: the reason
+  codes) and ``feature_vector``/``feature_matrix``.
+- ``reference``: a bundle's training reference (mean and histograms per feature), the
+  population stability index and the decayed window of live rows it is computed on.
+- ``occlusion``: the occluded copies of feature rows that reasons are measured with.
 
 A test imports this package in a fresh interpreter and checks that no Faust, Kafka,
 Prometheus, pydantic or TensorFlow module came with it.

@@ -40,36 +40,64 @@ from streams.features.profile import (
 FEATURE_VERSION = "1"
 RECENCY_CAP_S = 30 * 86400.0  # recency of a user's first event, and the most we report
 
-_SCALARS: tuple[str, ...] = (
-    "category_share",  # current category's share of the decayed interest (0..1)
-    "category_cosine",  # cosine of its embedding to the interest embedding
-    "interest_hhi",  # concentration: sum of squared shares (1 = one category)
-    "interest_entropy",  # entropy of the shares, nats
-    "interest_categories_log",
-    "interest_total_log",  # log1p of the total decayed interest: overall activity
-    "session_events_log",
-    "session_carts_log",
-    "session_categories",  # distinct categories this session (saturates at 16)
-    "session_duration_log",
-    "recency_log",  # log1p seconds since the user's previous event
-    "first_event",
-    "cart_age_log",  # log1p seconds since the user's last add_to_cart (capped)
-    "purchase_age_log",  # log1p seconds since the user's last purchase (capped)
-    *(f"count_short_{t}_log" for t in EVENT_TYPES),
-    *(f"count_long_{t}_log" for t in EVENT_TYPES),
-    "price_log",
-    "price_missing",
-    "price_rel_log",  # log1p(price) - log1p(user's decayed mean price); 0 if unknown
-    "item_interactions_log",  # decayed interactions with the current item
-    "item_in_cart",  # the current item was carted in the last day and not removed or bought
-    "hour_sin",  # hour of day, UTC
-    "hour_cos",
-    *(f"type_{t}" for t in EVENT_TYPES),
+# Every feature with its group, declared once. A group is what a reason code names (see
+# GROUP_DESCRIPTIONS): occlusion sets a whole group to its training reference at once, and drift
+# is reported per group. Groups do not change what the model reads, so they are not part of the
+# spec's hash (``FeatureSpec.groups``): regrouping never invalidates a trained bundle.
+_COUNT_GROUPS = {"add_to_cart": "cart", "remove_from_cart": "cart", "purchase": "purchases"}
+_SCALARS: tuple[tuple[str, str], ...] = (
+    ("category_share", "category_match"),  # current category's share of the interest (0..1)
+    ("category_cosine", "category_match"),  # cosine of its embedding to the interest embedding
+    ("interest_hhi", "interests"),  # concentration: sum of squared shares (1 = one category)
+    ("interest_entropy", "interests"),  # entropy of the shares, nats
+    ("interest_categories_log", "interests"),
+    ("interest_total_log", "interests"),  # log1p of the total decayed interest: activity
+    ("session_events_log", "session"),
+    ("session_carts_log", "session_carts"),
+    ("session_categories", "session"),  # distinct categories this session (saturates at 16)
+    ("session_duration_log", "session"),
+    ("recency_log", "recency"),  # log1p seconds since the user's previous event
+    ("first_event", "recency"),
+    ("cart_age_log", "cart"),  # log1p seconds since the user's last add_to_cart (capped)
+    ("purchase_age_log", "purchases"),  # log1p seconds since the user's last purchase (capped)
+    *((f"count_short_{t}_log", _COUNT_GROUPS.get(t, "recent_activity")) for t in EVENT_TYPES),
+    *((f"count_long_{t}_log", _COUNT_GROUPS.get(t, "habits")) for t in EVENT_TYPES),
+    ("price_log", "price"),
+    ("price_missing", "price"),
+    ("price_rel_log", "price"),  # log1p(price) - log1p(user's decayed mean price); 0 if unknown
+    ("item_interactions_log", "item"),  # decayed interactions with the current item
+    ("item_in_cart", "cart"),  # the item was carted in the last day and not removed or bought
+    ("hour_sin", "hour"),  # hour of day, UTC
+    ("hour_cos", "hour"),
+    *((f"type_{t}", "event_type") for t in EVENT_TYPES),
 )
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"interest_emb_{i:02d}" for i in range(EMBEDDING_DIM)),
-    *_SCALARS,
+    *(name for name, _ in _SCALARS),
 )
+# The group of each feature, aligned with FEATURE_NAMES.
+FEATURE_GROUPS: tuple[str, ...] = (
+    *("interests",) * EMBEDDING_DIM,
+    *(group for _, group in _SCALARS),
+)
+# Reason codes are the group names: stable identifiers, each explained here and in the README
+# for non-engineers.
+GROUP_DESCRIPTIONS: dict[str, str] = {
+    "interests": "the categories the shopper has been interested in lately",
+    "category_match": "how well this item's category matches the shopper's interests",
+    "session": "how long and how busy the current visit is",
+    "session_carts": "items added to the cart during the current visit",
+    "recency": "how long ago the shopper's previous action was",
+    "cart": "the shopper's cart: recent additions, removals, and whether this item is in it",
+    "purchases": "the shopper's past purchases and how recent they are",
+    "recent_activity": "views, clicks, searches and favourites in the last half hour or so",
+    "habits": "views, clicks, searches and favourites over the last days",
+    "price": "the item's price, and how it compares with what the shopper usually looks at",
+    "item": "how often the shopper has looked at this very item",
+    "hour": "the time of day",
+    "event_type": "what the shopper just did (a view, a click, an add to cart...)",
+}
+GROUP_NAMES: tuple[str, ...] = tuple(dict.fromkeys(FEATURE_GROUPS))
 N_FEATURES = len(FEATURE_NAMES)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -79,12 +107,24 @@ class FeatureSpec:
     """Names, order and dtype of the feature vector, plus the constants that shape its values.
 
     ``hash`` identifies it: a model bundle records it and the worker refuses any other.
+    ``groups`` (the group of each feature) is declared here too but left out of the hash: it
+    shapes the explanations, not the values the model reads.
     """
 
     version: str
     names: tuple[str, ...]
     dtype: str
     params: tuple[tuple[str, Any], ...]
+    groups: tuple[str, ...] = ()
+
+    def group_columns(self) -> dict[str, np.ndarray]:
+        """group -> the column indices of its features, groups in order of first appearance."""
+        if len(self.groups) != len(self.names):
+            raise ValueError(f"spec has {len(self.groups)} groups for {len(self.names)} names")
+        out: dict[str, list[int]] = {}
+        for i, group in enumerate(self.groups):
+            out.setdefault(group, []).append(i)
+        return {group: np.asarray(cols, dtype=np.intp) for group, cols in out.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +166,7 @@ FEATURE_SPEC = FeatureSpec(
         ("top_k_categories", TOP_K_CATEGORIES),
         ("top_k_items", TOP_K_ITEMS),
     ),
+    groups=FEATURE_GROUPS,
 )
 
 

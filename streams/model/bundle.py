@@ -1,11 +1,13 @@
 """A model bundle: its one reader (``load_bundle``) and its one writer (``BundleWriter``).
 
 A bundle is a directory (usually reached through the ``models/current`` symlink) holding
-``model.onnx``, ``metadata.json`` and ``embeddings.npz``. Reading checks it against this
-worker's feature spec and serves it with onnxruntime and numpy only: the worker never imports
-TensorFlow. Writing assembles it in a hidden directory beside its destination and renames it
-into place, and switches the link by renaming a new symlink over the old one; both renames are
-atomic on POSIX file systems, so a hot-reloading worker never sees half a bundle.
+``model.onnx``, ``metadata.json``, ``embeddings.npz`` and, from bundles trained with reasons on,
+``reference.npz`` (the training mean and histograms of every feature: the reference of reasons
+and of drift). A bundle without it serves as before, without reasons or drift. Reading checks
+it against this worker's feature spec and serves it with onnxruntime and numpy only: the worker
+never imports TensorFlow. Writing assembles it in a hidden directory beside its destination and
+renames it into place, and switches the link by renaming a new symlink over the old one; both
+renames are atomic on POSIX file systems, so a hot-reloading worker never sees half a bundle.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from streams.errors import (
     ModelNotFoundError,
 )
 from streams.features import FEATURE_SPEC, CategoryEmbeddings
+from streams.features.reference import Reference
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 EMBEDDINGS_FILE = "embeddings.npz"
+REFERENCE_FILE = "reference.npz"
 INPUT_NAME = "features"
 OUTPUT_NAME = "purchase_probability"
 _REQUIRED_METADATA = ("model_version", "feature_version", "feature_spec_hash", "feature_names")
@@ -50,6 +54,8 @@ class ModelBundle:
     embeddings: CategoryEmbeddings
     metadata: dict[str, Any]
     session: ort.InferenceSession = field(repr=False, compare=False)
+    # The training reference (reasons, drift); None for bundles trained before it existed.
+    reference: Reference | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -174,6 +180,7 @@ def load_bundle(path: Path, *, threads: int = 1) -> ModelBundle:
         raise ModelCorruptError(str(exc)) from None
 
     n_features = len(FEATURE_SPEC.names)
+    reference = _read_reference(root / REFERENCE_FILE, n_features)
     session = _session(model_path, threads)
     _check_signature(session, model_path, n_features)
     bundle = ModelBundle(
@@ -184,12 +191,29 @@ def load_bundle(path: Path, *, threads: int = 1) -> ModelBundle:
         embeddings=embeddings,
         metadata=metadata,
         session=session,
+        reference=reference,
     )
     # A smoke run proves the graph executes and yields probabilities for any batch size.
     probe = bundle.predict(np.zeros((2, n_features), dtype=np.float32))
     if probe.shape != (2,):  # pragma: no cover - predict already checks the shape
         raise ModelCorruptError(f"model file {model_path} returned shape {probe.shape} for 2 rows")
     return bundle
+
+
+def _read_reference(path: Path, n_features: int) -> Reference | None:
+    """The bundle's reference, None when it has none (an older bundle); a bad one is corrupt."""
+    if not path.exists():
+        return None
+    try:
+        reference = Reference.load(path)
+    except DataError as exc:
+        raise ModelCorruptError(str(exc)) from None
+    if reference.n_features != n_features:
+        raise ModelCorruptError(
+            f"bundle file {path} describes {reference.n_features} features; "
+            f"the feature spec has {n_features}"
+        )
+    return reference
 
 
 def bundle_fingerprint(path: Path) -> str | None:
@@ -227,6 +251,9 @@ class BundleWriter:
 
     def write_embeddings(self, embeddings: CategoryEmbeddings) -> None:
         embeddings.save(self.staged / EMBEDDINGS_FILE)
+
+    def write_reference(self, reference: Reference) -> None:
+        reference.save(self.staged / REFERENCE_FILE)
 
     def model_digest(self) -> str:
         """sha256 of the staged ``model.onnx`` (model versions carry its prefix)."""
