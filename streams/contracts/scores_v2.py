@@ -1,0 +1,128 @@
+"""purchase-scores.v2: the runtime model (agrees with ``schemas/purchase-scores.v2.json``) and
+the encoder the worker publishes with, on its own topic beside the frozen v1.
+
+A v2 record carries every v1 field (schema_version "2"), plus:
+
+- ``reasons``: why the score is what it is, by occlusion on the served model (an object, or
+  null when the model bundle has no training reference or reasons are turned off);
+- ``exploration``: bandit suggestions beside the exploit interests (issue 11). Declared now,
+  always null until exploration ships, so adding it needs no v3. Its inner shape is left open
+  here and narrowed by that work; consumers must accept null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from streams.contracts.events import ClickEvent, Id
+from streams.contracts.scores import TopCategory
+
+SCORES_V2_SCHEMA_VERSION: Final = "2"
+REASON_CODE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
+
+
+class Reason(BaseModel):
+    """A feature group's impact: ``p - p`` with the group at its training reference."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Annotated[str, Field(pattern=REASON_CODE_PATTERN, max_length=64)]
+    direction: Literal["up", "down"]
+    impact: Annotated[float, Field(ge=-1, le=1)]
+
+
+class InterestImpact(BaseModel):
+    """One of the user's top interests: ``p - p`` with it left out of the interest embedding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    category_id: Annotated[str, Field(min_length=1)]
+    impact: Annotated[float, Field(ge=-1, le=1)]
+
+
+class Reasons(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference_probability: Annotated[float, Field(ge=0, le=1)]
+    top: Annotated[list[Reason], Field(max_length=3)]
+    interests: Annotated[list[InterestImpact], Field(max_length=3)]
+
+
+class PurchaseScoreV2(BaseModel):
+    """One purchase-scores.v2 record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal["2"] = SCORES_V2_SCHEMA_VERSION
+    user_id: Id
+    event_id: Id
+    occurred_at: AwareDatetime
+    scored_at: AwareDatetime
+    purchase_probability: Annotated[float, Field(ge=0, le=1)]
+    model_version: Annotated[str, Field(min_length=1)]
+    feature_version: Annotated[str, Field(min_length=1)]
+    top_categories: Annotated[list[TopCategory], Field(max_length=50)]
+    reasons: Reasons | None
+    exploration: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreReasons:
+    """The reasons of one score, as the step computes them (the encoder adds directions)."""
+
+    reference_probability: float
+    top: Sequence[tuple[str, float]]  # (code, impact), largest |impact| first
+    interests: Sequence[tuple[str, float]]  # (category_id, impact), strongest interest first
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "reference_probability": _unit(self.reference_probability),
+            "top": [
+                {"code": code, "direction": "up" if impact > 0 else "down", "impact": _pm1(impact)}
+                for code, impact in self.top
+            ],
+            "interests": [{"category_id": c, "impact": _pm1(i)} for c, i in self.interests],
+        }
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def _pm1(x: float) -> float:
+    return min(1.0, max(-1.0, x))
+
+
+def encode_score_v2(
+    event: ClickEvent,
+    probability: float,
+    *,
+    model_version: str,
+    feature_version: str,
+    top_categories: Sequence[tuple[str, float]],
+    scored_at: datetime,
+    reasons: ScoreReasons | None,
+) -> bytes:
+    """One purchase-scores.v2 value (the key is the user id). Built with orjson, not through
+    ``PurchaseScoreV2``: the contract test holds the two together, and this runs per score."""
+    return orjson.dumps(
+        {
+            "schema_version": SCORES_V2_SCHEMA_VERSION,
+            "user_id": event.user_id,
+            "event_id": event.event_id,
+            "occurred_at": event.occurred_at.isoformat(),
+            "scored_at": scored_at.isoformat(),
+            "purchase_probability": _unit(probability),
+            "model_version": model_version,
+            "feature_version": feature_version,
+            "top_categories": [{"category_id": c, "weight": w} for c, w in top_categories],
+            "reasons": reasons.to_wire() if reasons is not None else None,
+            "exploration": None,
+        }
+    )

@@ -1,0 +1,148 @@
+"""purchase-scores.v2: the schema file and the runtime model say the same thing, field by field
+and inside ``reasons``; the worker's records validate; v2 is v1 plus reasons and exploration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import BaseModel
+
+from streams.contracts.scores_v2 import (
+    REASON_CODE_PATTERN,
+    InterestImpact,
+    PurchaseScoreV2,
+    Reason,
+    Reasons,
+)
+from streams.features import FEATURE_SPEC
+from tests.conftest import SCHEMAS
+from tests.contract.test_schemas import _flatten, _types
+
+NAME = "purchase-scores.v2.json"
+
+
+def _schema(name: str = NAME) -> dict[str, Any]:
+    return json.loads((SCHEMAS / name).read_text())
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
+        _schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def _agree(contract: dict[str, Any], model: type[BaseModel], defs: dict[str, Any]) -> None:
+    runtime = model.model_json_schema()
+    defs = {**defs, **runtime.get("$defs", {})}
+    assert set(contract["properties"]) == set(runtime["properties"]) == set(model.model_fields)
+    assert set(contract["required"]) == set(model.model_fields)
+    assert contract.get("additionalProperties") is False
+    assert model.model_config.get("extra") == "forbid"
+    for field, prop in contract["properties"].items():
+        mine = runtime["properties"][field]
+        assert _flatten(prop, {}) == _flatten(mine, defs), field
+        assert _types(prop, {}) == _types(mine, defs), field
+        if "pattern" in prop:
+            assert prop["pattern"] == _resolved(mine, defs).get("pattern"), field
+
+
+def _resolved(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in prop:
+        return defs[prop["$ref"].rsplit("/", 1)[1]]
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") != "null":
+            return _resolved(branch, defs)
+    return prop
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    schema = _schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_top_level_fields_agree_and_are_v1_plus_reasons_and_exploration() -> None:
+    contract = _schema()
+    _agree(contract, PurchaseScoreV2, {})
+    v1 = _schema("purchase-scores.v1.json")
+    assert contract["required"] == [*v1["required"], "reasons", "exploration"]
+    for field, prop in v1["properties"].items():
+        if field != "schema_version":
+            assert contract["properties"][field] == prop, field
+    assert contract["properties"]["schema_version"] == {"const": "2"}
+    # Both new fields are nullable: reasons for older bundles, exploration until it ships.
+    assert "null" in contract["properties"]["reasons"]["type"]
+    assert contract["properties"]["exploration"]["type"] == ["object", "null"]
+
+
+def test_reasons_agree_inside() -> None:
+    reasons = _schema()["properties"]["reasons"]
+    _agree({**reasons, "type": "object"}, Reasons, {})
+    props = reasons["properties"]
+    _agree(props["top"]["items"], Reason, {})
+    _agree(props["interests"]["items"], InterestImpact, {})
+    assert props["top"]["items"]["properties"]["direction"]["enum"] == ["up", "down"]
+    assert props["top"]["items"]["properties"]["code"]["pattern"] == REASON_CODE_PATTERN
+
+
+def test_every_reason_code_fits_the_schema() -> None:
+    import re
+
+    for code in set(FEATURE_SPEC.groups):
+        assert re.fullmatch(REASON_CODE_PATTERN.strip("^$"), code), code
+
+
+GOOD: dict[str, Any] = {
+    "schema_version": "2",
+    "user_id": "u-1",
+    "event_id": "e-1",
+    "occurred_at": "2025-01-06T09:30:00Z",
+    "scored_at": "2025-01-06T09:30:00.020Z",
+    "purchase_probability": 0.42,
+    "model_version": "m",
+    "feature_version": "1",
+    "top_categories": [{"category_id": "c0417", "weight": 0.6}],
+    "reasons": {
+        "reference_probability": 0.05,
+        "top": [{"code": "session_carts", "direction": "up", "impact": 0.21}],
+        "interests": [{"category_id": "c0417", "impact": 0.04}],
+    },
+    "exploration": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("label", "changes", "valid"),
+    [
+        ("complete", {}, True),
+        ("reasons null", {"reasons": None}, True),
+        ("exploration as an object", {"exploration": {"policy": "ts"}}, True),
+        ("no reasons field", {"reasons": "DROP"}, False),
+        ("no exploration field", {"exploration": "DROP"}, False),
+        ("schema version 1", {"schema_version": "1"}, False),
+        ("unknown field", {"extra": 1}, False),
+        ("four reasons", {"reasons": {**GOOD["reasons"], "top": GOOD["reasons"]["top"] * 4}},
+         False),
+        ("sideways", {"reasons": {**GOOD["reasons"], "top": [
+            {"code": "cart", "direction": "sideways", "impact": 0.1}]}}, False),
+        ("code with a space", {"reasons": {**GOOD["reasons"], "top": [
+            {"code": "the cart", "direction": "up", "impact": 0.1}]}}, False),
+        ("impact above 1", {"reasons": {**GOOD["reasons"], "interests": [
+            {"category_id": "c", "impact": 1.5}]}}, False),
+    ],
+)  # fmt: skip
+def test_schema_and_model_accept_and_reject_the_same_records(
+    label: str, changes: dict[str, Any], valid: bool
+) -> None:
+    record = {k: v for k, v in {**GOOD, **changes}.items() if v != "DROP"}
+    assert _validator().is_valid(record) is valid, label
+    try:
+        PurchaseScoreV2.model_validate(record)
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted is valid, label
