@@ -23,7 +23,9 @@ from streams import features
 from streams.contracts.dead_letters import DeadLetter, dead_letter
 from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
 from streams.contracts.scores import encode_score
+from streams.contracts.scores_v2 import encode_score_v2
 from streams.model.bundle import ModelBundle
+from streams.processing import reasons
 from streams.processing.envelope import StoredProfile, topic_identity
 from streams.processing.throttle import Throttle
 
@@ -48,6 +50,8 @@ class StepConfig:
     max_event_bytes: int = 65_536
     max_clock_skew_seconds: float = 300.0
     top_k: int = 5
+    score_versions: frozenset[str] = frozenset({"1"})  # purchase-scores versions to encode
+    explain: bool = False  # reasons by occlusion in v2 scores (streams.processing.reasons)
     # topic name -> identity stored with each profile (streams.processing.envelope)
     topic_ids: Mapping[str, int] = field(default_factory=dict)
 
@@ -87,12 +91,15 @@ class Applied:
 
 @dataclass(slots=True)
 class Scored:
-    """Rows scored with one onnxruntime call, and their purchase-scores.v1 records."""
+    """Rows scored with one onnxruntime call, and their purchase-scores records."""
 
     rows: list[Row]
     probabilities: np.ndarray
-    records: list[tuple[bytes, bytes]]  # (key, value)
+    records: list[tuple[bytes, bytes]]  # (key, value): purchase-scores.v1
     dead_letters: list[tuple[Record, DeadLetter]] = field(default_factory=list)
+    records_v2: list[tuple[bytes, bytes]] = field(default_factory=list)  # purchase-scores.v2
+    features: np.ndarray | None = None  # the rows that reached the model (drift)
+    explained: bool = False  # the v2 records carry reasons
 
 
 @dataclass(slots=True)
@@ -259,9 +266,17 @@ def _predict(
 
 
 def score(
-    rows: Sequence[Row], bundle: ModelBundle, *, top_k: int, scored_at: datetime | None = None
+    rows: Sequence[Row],
+    bundle: ModelBundle,
+    *,
+    top_k: int,
+    scored_at: datetime | None = None,
+    versions: frozenset[str] = frozenset({"1"}),
+    explain: bool = False,
 ) -> Scored:
-    """Score rows with one onnxruntime call and encode their purchase-scores.v1 records.
+    """Score rows with one onnxruntime call and encode their purchase-scores records (the
+    ``versions`` asked for). With ``explain``, the v2 records carry reasons computed in that
+    same call (``streams.processing.reasons``).
 
     Non-finite features never reach the model: such a row, and any row the model or the
     encoder fails on, becomes a ``processing_error`` dead letter naming the stage.
@@ -271,31 +286,51 @@ def score(
         return Scored([], np.zeros(0, dtype=np.float32), [])
     matrix, keep, failed = _features(rows, bundle)
     dead = [(rows[i].record, _letter(rows[i].record, r)) for i, r in failed]
-    probabilities, failed_score = _predict(bundle, matrix) if keep else (np.zeros(0), [])
+    explain = explain and "2" in versions
+    k = max(top_k, reasons.N_INTERESTS) if explain else top_k
+    tops = [features.top_categories(rows[i].profile, k) if k else [] for i in keep]
+    explained = reasons.explain(bundle, matrix, tops) if explain else None
+    probabilities, failed_score = (
+        (explained.probabilities, []) if explained else _predict(bundle, matrix) if keep
+        else (np.zeros(0), [])
+    )  # fmt: skip
     bad = {j for j, _ in failed_score}
     dead += [(rows[keep[j]].record, _letter(rows[keep[j]].record, r)) for j, r in failed_score]
     stamp = scored_at or datetime.now(UTC)
-    out_rows, out_p, records = [], [], []
+    out_rows, out_p, records, records_v2 = [], [], [], []
     for j, (i, probability) in enumerate(zip(keep, probabilities.tolist(), strict=True)):
         if j in bad:
             continue
         row = rows[i]
         try:
+            top = tops[j][:top_k]
             value = encode_score(
                 row.event,
                 probability,
                 model_version=bundle.model_version,
                 feature_version=bundle.feature_version,
-                top_categories=features.top_categories(row.profile, top_k) if top_k else [],
+                top_categories=top,
                 scored_at=stamp,
-            )
+            ) if "1" in versions else None  # fmt: skip
+            value_v2 = encode_score_v2(
+                row.event, probability, model_version=bundle.model_version,
+                feature_version=bundle.feature_version, top_categories=top, scored_at=stamp,
+                reasons=explained.reasons(j) if explained else None,
+            ) if "2" in versions else None  # fmt: skip
         except Exception as exc:
             dead.append((row.record, _letter(row.record, processing_error("encode", exc))))
             continue
         out_rows.append(row)
         out_p.append(probability)
-        records.append((row.event.user_id.encode(), value))
-    return Scored(out_rows, np.asarray(out_p, dtype=np.float32), records, dead)
+        key = row.event.user_id.encode()
+        if value is not None:
+            records.append((key, value))
+        if value_v2 is not None:
+            records_v2.append((key, value_v2))
+    return Scored(
+        out_rows, np.asarray(out_p, dtype=np.float32), records, dead, records_v2, matrix,
+        explained is not None,
+    )  # fmt: skip
 
 
 def run_step(
@@ -314,4 +349,10 @@ def run_step(
     """
     applied = apply_batch(records, profiles, config)
     rows = throttle.admit(applied.rows, now) if throttle is not None else applied.rows
-    return StepOutput(applied, score(rows, bundle, top_k=config.top_k))
+    return StepOutput(
+        applied,
+        score(
+            rows, bundle, top_k=config.top_k, versions=config.score_versions,
+            explain=config.explain,
+        ),
+    )  # fmt: skip
