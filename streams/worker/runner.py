@@ -158,7 +158,12 @@ class BatchRunner:
         self.last_checkpoint = time.monotonic()
         self.generation = -1
         self.event_clock: dict[int, float] = {}  # partition -> newest event time applied
-        self.retention = RetentionSweep(self, w.settings.profile_ttl_days * 86_400)
+        self.retention = RetentionSweep(
+            self,
+            w.settings.profile_ttl_days * 86_400,
+            w.settings.pseudonym_grace_days * 86_400,
+            w.settings.retention_sweep_pause_seconds,
+        )
 
     # -- the input loop ------------------------------------------------------------------
 

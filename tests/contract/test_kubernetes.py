@@ -246,7 +246,7 @@ def test_the_worker_gets_only_real_settings_and_they_validate(
     assert pod["enableServiceLinks"] is False
 
 
-def test_sasl_credentials_come_from_the_secret(
+def test_secrets_come_from_the_secret(
     worker: dict[str, Any], objects: list[dict[str, Any]]
 ) -> None:
     refs = {
@@ -254,9 +254,22 @@ def test_sasl_credentials_come_from_the_secret(
         for var in worker["env"]
         if "secretKeyRef" in var.get("valueFrom", {})
     }
-    assert set(refs) == {"INTENTFLOW_KAFKA_SASL_USERNAME", "INTENTFLOW_KAFKA_SASL_PASSWORD"}
+    assert set(refs) == {
+        "INTENTFLOW_KAFKA_SASL_USERNAME",
+        "INTENTFLOW_KAFKA_SASL_PASSWORD",
+        "INTENTFLOW_PSEUDONYM_KEYS",
+    }
     [secret] = {ref["name"] for ref in refs.values()}
-    assert one(objects, "Secret")["metadata"]["name"] == secret
+    found = one(objects, "Secret")
+    assert found["metadata"]["name"] == secret
+    assert {ref["key"] for ref in refs.values()} <= set(found["stringData"])
+    # The placeholder is a well-formed key list, so a forgotten overlay fails loudly on
+    # "CHANGE-ME" in review, not on a parse error in the pod.
+    from pydantic import SecretStr
+
+    from streams.privacy.pseudonyms import parse_keys
+
+    assert parse_keys(SecretStr(found["stringData"]["pseudonym-keys"]))
     assert all(var.get("value") is None for var in worker["env"]), "a literal value in env"
 
 
