@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     profile_ttl_days: float = Field(
         30.0, gt=0, le=3650, description="Profiles idle this long (event time) are deleted."
     )
+    retention_sweep_pause_seconds: float = Field(
+        300.0, ge=0.1, le=86_400,
+        description="Rest between two full retention sweeps of a partition.",
+    )  # fmt: skip
+    pseudonym_grace_days: float = Field(
+        7.0, gt=0, le=3650,
+        description="After a key rotation, profiles still under a retired key and idle this "
+        "long (event time) are deleted: their shoppers have not come back to be moved.",
+    )  # fmt: skip
     changelog_max_compaction_lag_seconds: float = Field(
         6 * 3600.0, ge=1, le=365 * 86_400,
         description="Longest a changelog record can wait for compaction after it was "

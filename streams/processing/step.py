@@ -12,7 +12,7 @@ encoding), becomes a dead letter with its class and reason, and the batch goes o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,6 +25,7 @@ from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_e
 from streams.contracts.scores import encode_score
 from streams.contracts.scores_v2 import encode_score_v2
 from streams.model.bundle import ModelBundle
+from streams.privacy.redact import redact_payload
 from streams.processing import reasons
 from streams.processing.envelope import StoredProfile, topic_identity
 from streams.processing.throttle import Throttle
@@ -54,6 +55,8 @@ class StepConfig:
     explain: bool = False  # reasons by occlusion in v2 scores (streams.processing.reasons)
     # topic name -> identity stored with each profile (streams.processing.envelope)
     topic_ids: Mapping[str, int] = field(default_factory=dict)
+    # user id -> pseudonym: dead letters keep no raw identifier (streams.privacy.redact)
+    pseudonym: Callable[[str], str] | None = None
 
     def topic_id(self, topic: str) -> int:
         known = self.topic_ids.get(topic)
@@ -180,7 +183,7 @@ def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: Step
     for record in records:
         checked = check_record(record, config)
         if isinstance(checked, Rejection):
-            out.dead_letters.append((record, _letter(record, checked)))
+            out.dead_letters.append((record, _letter(record, checked, config.pseudonym)))
             continue
         user = checked.user_id
         if user in current:
@@ -192,7 +195,7 @@ def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: Step
                 stored = _Unreadable(processing_error("load_profile", exc))
             current[user] = stored
         if isinstance(stored, _Unreadable):
-            out.dead_letters.append((record, _letter(record, stored.rejection)))
+            out.dead_letters.append((record, _letter(record, stored.rejection, config.pseudonym)))
             continue
         topic = config.topic_id(record.topic)
         if stored is not None and stored.has_applied(topic, record.partition, record.offset):
@@ -201,7 +204,9 @@ def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: Step
         try:
             profile = features.update(stored.profile if stored else None, checked)
         except Exception as exc:
-            out.dead_letters.append((record, _letter(record, processing_error("update", exc))))
+            out.dead_letters.append(
+                (record, _letter(record, processing_error("update", exc), config.pseudonym))
+            )
             continue
         stored = current[user] = StoredProfile(record.offset, profile, record.partition, topic)
         out.profiles[user] = (stored, record)
@@ -209,13 +214,19 @@ def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: Step
     return out
 
 
-def _letter(record: Record, rejection: Rejection) -> DeadLetter:
+def _letter(
+    record: Record, rejection: Rejection, pseudonym: Callable[[str], str] | None
+) -> DeadLetter:
+    stored = None
+    if pseudonym is not None and record.value is not None:
+        stored, _ = redact_payload(record.value, record.key, pseudonym)
     return dead_letter(
         record.value,
         rejection,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
+        stored=stored,
     )
 
 
@@ -273,6 +284,7 @@ def score(
     scored_at: datetime | None = None,
     versions: frozenset[str] = frozenset({"1"}),
     explain: bool = False,
+    pseudonym: Callable[[str], str] | None = None,
 ) -> Scored:
     """Score rows with one onnxruntime call and encode their purchase-scores records (the
     ``versions`` asked for). With ``explain``, the v2 records carry reasons computed in that
@@ -285,7 +297,7 @@ def score(
     if not rows:
         return Scored([], np.zeros(0, dtype=np.float32), [])
     matrix, keep, failed = _features(rows, bundle)
-    dead = [(rows[i].record, _letter(rows[i].record, r)) for i, r in failed]
+    dead = [(rows[i].record, _letter(rows[i].record, r, pseudonym)) for i, r in failed]
     explain = explain and "2" in versions
     k = max(top_k, reasons.N_INTERESTS) if explain else top_k
     tops = [features.top_categories(rows[i].profile, k) if k else [] for i in keep]
@@ -295,7 +307,9 @@ def score(
         else (np.zeros(0), [])
     )  # fmt: skip
     bad = {j for j, _ in failed_score}
-    dead += [(rows[keep[j]].record, _letter(rows[keep[j]].record, r)) for j, r in failed_score]
+    dead += [
+        (rows[keep[j]].record, _letter(rows[keep[j]].record, r, pseudonym)) for j, r in failed_score
+    ]
     stamp = scored_at or datetime.now(UTC)
     out_rows, out_p, records, records_v2 = [], [], [], []
     for j, (i, probability) in enumerate(zip(keep, probabilities.tolist(), strict=True)):
@@ -318,7 +332,9 @@ def score(
                 reasons=explained.reasons(j) if explained else None,
             ) if "2" in versions else None  # fmt: skip
         except Exception as exc:
-            dead.append((row.record, _letter(row.record, processing_error("encode", exc))))
+            dead.append(
+                (row.record, _letter(row.record, processing_error("encode", exc), pseudonym))
+            )
             continue
         out_rows.append(row)
         out_p.append(probability)
@@ -353,6 +369,6 @@ def run_step(
         applied,
         score(
             rows, bundle, top_k=config.top_k, versions=config.score_versions,
-            explain=config.explain,
+            explain=config.explain, pseudonym=config.pseudonym,
         ),
     )  # fmt: skip

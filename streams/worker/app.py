@@ -64,14 +64,18 @@ def broker_credentials(conn: KafkaConnection) -> Any:
     return None
 
 
-def step_config(settings: Settings, events_topic_id: str | None = None) -> StepConfig:
+def step_config(
+    settings: Settings, events_topic_id: str | None = None, pseudonyms: Pseudonymizer | None = None
+) -> StepConfig:
     """The batch step's configuration. ``events_topic_id``: the input topic's Kafka topic id,
-    stored with each profile so a re-created topic is never mistaken for a replay."""
+    stored with each profile so a re-created topic is never mistaken for a replay;
+    ``pseudonyms``: dead letters keep no raw identifier."""
     return StepConfig(
         max_event_bytes=settings.max_event_bytes,
         max_clock_skew_seconds=settings.max_clock_skew_seconds,
         top_k=settings.top_categories,
         topic_ids={settings.topic_events: topic_identity(settings.topic_events, events_topic_id)},
+        pseudonym=pseudonyms.pseudonym if pseudonyms is not None else None,
     )
 
 
@@ -154,6 +158,7 @@ def create_app(
         help="pseudonym -> time-decayed interest profile (streams.processing.envelope)",
     )
     _setup_faust_sensors(app, metrics)
+    pseudonyms = Pseudonymizer(parse_keys(settings.pseudonym_keys))
     worker = Worker(
         settings=settings,
         app=app,
@@ -166,9 +171,9 @@ def create_app(
         models=models,
         throttle=Throttle(settings.score_interval_seconds),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx"),
-        step_config=step_config(settings, events_topic_id),
+        step_config=step_config(settings, events_topic_id, pseudonyms),
         changelog_topic=changelog_topic_name(settings),
-        pseudonyms=Pseudonymizer(parse_keys(settings.pseudonym_keys)),
+        pseudonyms=pseudonyms,
     )
     worker.runner = BatchRunner(worker)
     app.batch_runner = worker.runner  # type: ignore[attr-defined]  # BatchConsumer reads it
