@@ -61,6 +61,7 @@ pytestmark = pytest.mark.integration
 # them (the worker finishes a few seconds after the last send).
 N_EVENTS = 100_000
 BIG = 2 * 1024 * 1024  # max.message.bytes of the input topic and the producer's request limit
+CONTROL = "control characters"  # the note of the 300 KB and 900 KB payloads
 GARBAGE_PROFILE = b"\x09" + b"profile written by a newer worker" * 4  # envelope version 9
 
 
@@ -121,7 +122,7 @@ def build_chaos(unique: str) -> Chaos:
     for size in (300_000, 900_000):
         user, _ = near(rng.randrange(len(valid)))
         poison.append(
-            Item(user.encode(), _control_characters(size), ErrorClass.OVERSIZED, note=f"{size}B")
+            Item(user.encode(), _control_characters(size), ErrorClass.OVERSIZED, note=CONTROL)
         )
     user, at = near(len(valid) // 3)
     for n in range(2):  # two of the same user: once, the stored price sum became inf
@@ -263,7 +264,9 @@ def test_no_input_stops_the_worker(
         where += str(letter["source_offset"])
         assert letter["error_class"] == item.expected, (where, letter["reason"])
         assert letter["source_topic"] == s.topic_events
-        _check_payload(letter, item.value, where)
+        _check_payload(letter, item, where)
+        if item.note == CONTROL:
+            assert letter["payload_truncated"] and letter["payload_encoding"] == "utf-8", where
         if item.expected is ErrorClass.PROCESSING_ERROR:
             assert "load_profile" in letter["reason"], (where, letter["reason"])
     classes = Counter(item.expected for item in bad.values())
@@ -312,11 +315,14 @@ def _source(record) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     return letter["source_partition"], letter["source_offset"]
 
 
-def _check_payload(letter: dict, value: bytes | None, where: str) -> None:
-    """The dead letter carries the source bytes: all of them up to 64 KiB, else the first
-    64 KiB with the whole payload's size and sha256."""
+def _check_payload(letter: dict, item: Item, where: str) -> None:
+    """The dead letter carries the source payload: its size and sha256, and its bytes (all of
+    them up to 64 KiB, else the first 64 KiB). From clickstream.dlq.v2 on, identifiers in the
+    kept bytes are pseudonymised (``payload_pseudonymised``), so the source key, the user id,
+    appears nowhere in the record."""
     import base64
 
+    value = item.value
     if value is None:
         assert letter["payload_encoding"] == "null" and letter["payload"] == "", where
         return
@@ -327,10 +333,15 @@ def _check_payload(letter: dict, value: bytes | None, where: str) -> None:
     )
     assert letter["payload_bytes"] == len(value), where
     assert letter["payload_sha256"] == hashlib.sha256(value).hexdigest(), where
+    assert len(kept) <= MAX_DLQ_PAYLOAD_BYTES, where
+    assert len(orjson.dumps(letter)) < 1_000_000, where  # under the producer's request limit
+    if letter.get("schema_version", "1") != "1" and item.key and len(item.key) >= 4:
+        assert item.key not in orjson.dumps(letter), f"{where}: the raw key is in the letter"
+    if letter.get("payload_pseudonymised"):
+        return
     assert letter["payload_truncated"] == (len(value) > MAX_DLQ_PAYLOAD_BYTES), where
     if len(value) > MAX_DLQ_PAYLOAD_BYTES:
         # cut at 64 KiB (a character split by the cut is dropped whole)
         assert value.startswith(kept) and len(kept) > MAX_DLQ_PAYLOAD_BYTES - 4, where
-        assert len(orjson.dumps(letter)) < 1_000_000, where
     else:
         assert kept == value, where
