@@ -132,6 +132,30 @@ def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes | Non
     partition_db(table, partition).write(batch)
 
 
+async def prove_membership(consumer: Any, offsets: dict[TP, int]) -> bool:
+    """Whether the consumer is still a member of its group, proven by committing ``offsets``
+    (already committed: nothing changes) straight through aiokafka; the broker refuses a commit
+    from a stale generation. Faust's own commit path would crash the app on that refusal."""
+    from aiokafka.errors import CommitFailedError, IllegalStateError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    thread = consumer._thread
+
+    async def _commit() -> None:
+        await thread._ensure_consumer().commit(
+            {
+                TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "")
+                for tp, o in offsets.items()
+            }
+        )
+
+    try:
+        await thread.call_thread(_commit)
+    except (CommitFailedError, IllegalStateError):
+        return False
+    return True
+
+
 async def commit(consumer: Any, offsets: dict[TP, int]) -> bool:
     """Commit ``offsets`` (next offset to read, per TP) through Faust's consumer, which flushes
     the producer first and keeps its own committed-offset bookkeeping."""

@@ -32,7 +32,9 @@ PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 MODEL_RELOAD_OUTCOMES = ("loaded", "missing", "corrupt", "spec_mismatch")
 # "valid", "replayed" (applied before a restart, skipped) or a reject class.
 EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
-ERROR_STAGES = ("batch", "model_reload", "observe", "dead_letter", "erase_command")
+ERROR_STAGES = (
+    "batch", "model_reload", "observe", "dead_letter", "erase_command", "fenced",
+)  # fmt: skip
 
 
 @dataclass

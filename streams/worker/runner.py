@@ -154,6 +154,9 @@ class BatchRunner:
         self.lock = asyncio.Lock()
         self.pending = Pending()
         self.expected: dict[Any, int] = {}  # TP -> next offset to apply
+        # TP -> an offset known to be committed (or the first one read): committing it again
+        # proves the worker is still a member of the group
+        self.safe_offsets: dict[Any, int] = {}
         self.refetched: dict[Any, tuple[int, int]] = {}  # TP -> (expected, got) seeked once
         self.last_checkpoint = time.monotonic()
         self.generation = -1
@@ -209,6 +212,9 @@ class BatchRunner:
         if expected is None:  # first records since the assignment: continue from the commit
             committed = faust_compat.committed_offset(self.w.app.consumer, tp)
             expected = committed if committed is not None and committed >= 0 else None
+            start = expected if expected is not None else (records[0].offset if records else None)
+            if start is not None:
+                self.safe_offsets.setdefault(tp, start)
         out = []
         for record in records:
             if expected is not None and record.offset < expected:
@@ -319,6 +325,15 @@ class BatchRunner:
         # 1. scores and dead letters delivered
         for send in pending.sends:
             await send
+        # Still a member of the group? A worker that was frozen (or cut off) past the session
+        # timeout has lost its partitions to another worker, which writes newer profiles: its
+        # own must not follow them into the changelog. Committing offsets that are already
+        # committed changes nothing, and the broker refuses it from a stale generation.
+        owned_tps = w.app.consumer.assignment()
+        proof = {tp: o for tp, o in self.safe_offsets.items() if tp in owned_tps}
+        if proof and not await faust_compat.prove_membership(w.app.consumer, proof):
+            self._drop_everything("the group moved its partitions while it was not running")
+            return
         # 2. one changelog record per changed user (a tombstone per erased one), delivered
         owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.topic}
         writes = {k: v for k, v in self.cache.take_writes().items() if k[0] in owned}
@@ -350,11 +365,23 @@ class BatchRunner:
             await future
         # 4. input offsets committed (only of partitions still owned)
         commit = {tp: offset for tp, offset in pending.commit.items() if tp.partition in owned}
-        if commit:
-            await faust_compat.commit(w.app.consumer, commit)
+        if commit and await faust_compat.commit(w.app.consumer, commit):
+            self.safe_offsets.update(commit)
         self.last_checkpoint = time.monotonic()
         w.metrics.checkpoint_duration.observe(time.perf_counter() - started)
         w.metrics.checkpoint_users.observe(len(values))
+
+    def _drop_everything(self, why: str) -> None:
+        """Forget all unwritten state (the partitions' new owners re-apply its events)."""
+        dropped = len(self.cache.dirty) + len(self.cache.tombstones)
+        log.warning("%s: dropping %d unwritten profile changes, writing nothing", why, dropped)
+        self.cache.drop_partitions({p for p, _ in [*self.cache.clean, *self.cache.dirty]})
+        self.cache.tombstones.clear()
+        self.pending = Pending()
+        self.expected.clear()
+        self.refetched.clear()
+        self.safe_offsets.clear()
+        self.w.metrics.errors.labels("fenced").inc()
 
     # -- rebalances -----------------------------------------------------------------------
 
@@ -370,8 +397,10 @@ class BatchRunner:
             for tp in mine:
                 self.expected.pop(tp, None)
                 self.refetched.pop(tp, None)
+                self.safe_offsets.pop(tp, None)
 
     def on_assigned(self) -> None:
         """Each partition continues from its committed offset (Faust seeks there)."""
         self.expected.clear()
         self.refetched.clear()
+        self.safe_offsets.clear()

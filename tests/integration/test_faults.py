@@ -156,13 +156,6 @@ class StaleWriteError(AssertionError):
     """A changelog record that takes a user's profile back to an older input position."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StaleWriteError,
-    reason="worker bug: woken after its partitions moved, the worker's next checkpoint (the "
-    "checkpoint timer's, or on_revoked's) still sends its uncheckpointed profiles to the "
-    "changelog; only the offset commit fails (UnknownMemberIdError)",
-)
 def test_a_worker_that_lost_its_partitions_writes_no_profile_for_them(
     bootstrap: str, tmp_path: Path, unique: str, workers: list[WorkerProcess]
 ) -> None:

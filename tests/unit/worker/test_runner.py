@@ -103,8 +103,15 @@ class Store:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Any:
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     log: list[str] = []
+    member = SimpleNamespace(ok=True)
+
+    async def prove_membership(consumer: Any, offsets: dict[TP, int]) -> bool:
+        log.append("member?")
+        return member.ok
+
+    monkeypatch.setattr("streams.worker.faust_compat.prove_membership", prove_membership)
     settings = load_settings(topic_events=TOPIC, checkpoint_interval_seconds=60)
     bundle = load_bundle(make_bundle(tmp_path / "b", "runner-v1", seed=3))
     app = SimpleNamespace(
@@ -121,7 +128,7 @@ def rig(tmp_path: Path) -> Any:
         pseudonyms=Pseudonymizer(parse_keys(settings.pseudonym_keys)),
     )  # type: ignore[arg-type]  # fmt: skip
     runner = BatchRunner(w)
-    return SimpleNamespace(log=log, w=w, app=app, runner=runner)
+    return SimpleNamespace(log=log, w=w, app=app, runner=runner, member=member)
 
 
 def fetch(partition: int, first: int, payloads: list[tuple[bytes, bytes]]) -> dict[TP, list]:
@@ -148,7 +155,7 @@ def test_a_checkpoint_delivers_then_writes_the_changelog_then_rocksdb_then_commi
     # Order: every score delivered, then every changelog record, then RocksDB, then commit.
     scores = [e for e in rig.log if e.endswith(rig.w.settings.topic_scores)]
     assert len(scores) == 30
-    assert rig.log == [*scores, *["delivered changelog"] * 3, "rocksdb 0", "commit"]
+    assert rig.log == [*scores, "member?", *["delivered changelog"] * 3, "rocksdb 0", "commit"]
     assert rig.app.consumer.commits == [{TP(TOPIC, 0): 30}]
     db = rig.w.profiles.data._db_for_partition(0)
     for key, value, _ in changelog:
@@ -274,7 +281,13 @@ def test_an_erase_command_tombstones_the_profile_then_sends_the_receipt_then_com
     assert topic == rig.w.settings.topic_erasure_receipts
     receipt = EraseReceipt.model_validate_json(value)
     assert (receipt.request_id, receipt.partition, receipt.held) == ("r-1", 0, True)
-    assert rig.log == ["delivered changelog", "rocksdb 0", f"delivered {topic}", "commit"]
+    assert rig.log == [
+        "member?",
+        "delivered changelog",
+        "rocksdb 0",
+        f"delivered {topic}",
+        "commit",
+    ]
     assert rig.app.consumer.commits[-1] == {erasure: 1}
     db = rig.w.profiles.data._db_for_partition(0)
     assert db.get(gone.encode()) is None and db.get(kept.encode()) is not None
@@ -295,3 +308,18 @@ def test_the_retention_sweep_expires_profiles_idle_longer_than_the_ttl(rig) -> N
     tombstones = [k for t, k, v, _ in rig.app.producer.sent if t == "changelog" and v is None]
     assert tombstones == [rig.w.pseudonyms.pseudonym(old_user).encode()]
     assert rig.w.metrics.profiles_expired._value.get() == 1
+
+
+def test_a_worker_no_longer_in_the_group_writes_nothing_at_its_checkpoint(rig) -> None:
+    payloads = click_events(20, users=2, seed=12, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads[:10]), 1))
+    run(rig.runner._checkpoint())
+    run(rig.runner.process(fetch(0, 10, payloads[10:]), 1))
+    rig.member.ok = False  # frozen past the session timeout: the partitions moved
+    rig.app.producer.sent = [s for s in rig.app.producer.sent if s[0] != "changelog"]
+    rig.log.clear()
+    run(rig.runner._checkpoint())
+    assert [t for t, *_ in rig.app.producer.sent if t == "changelog"] == []
+    assert not any(e.startswith("rocksdb") or e == "commit" for e in rig.log)
+    assert rig.runner.cache.dirty == {} and rig.runner.pending.commit == {}
+    assert rig.w.metrics.errors.labels("fenced")._value.get() == 1
