@@ -26,8 +26,15 @@ Run it (``--help`` lists every option)::
 
     python examples/score_consumer.py --bootstrap localhost:9092 --group marketing-offers
 
-The broker's security settings come from ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_MECHANISM``,
-``KAFKA_SASL_USERNAME`` and ``KAFKA_SASL_PASSWORD`` when set.
+The broker's address and security come from the same variables as intentflow's own, when set:
+``INTENTFLOW_KAFKA_BOOTSTRAP`` (the default of ``--bootstrap``),
+``INTENTFLOW_KAFKA_SECURITY_PROTOCOL`` (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL),
+``INTENTFLOW_KAFKA_SASL_MECHANISM`` (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512),
+``INTENTFLOW_KAFKA_SASL_USERNAME``, ``INTENTFLOW_KAFKA_SASL_PASSWORD``, and
+``INTENTFLOW_KAFKA_SSL_CAFILE``, ``INTENTFLOW_KAFKA_SSL_CERTFILE`` and
+``INTENTFLOW_KAFKA_SSL_KEYFILE`` (mutual TLS). Like intentflow, it refuses SASL PLAIN over
+SASL_PLAINTEXT (a password sent unencrypted) unless ``INTENTFLOW_KAFKA_ALLOW_PLAIN_OVER_PLAINTEXT``
+is true.
 """
 
 from __future__ import annotations
@@ -232,30 +239,70 @@ def print_score(score: Score) -> None:
     sys.stdout.flush()
 
 
-def make_consumer(bootstrap: str, topic: str, group: str, *, from_beginning: bool = False) -> Any:
-    """A kafka-python consumer in ``group`` with auto-commit off."""
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def security_options(env: Mapping[str, str]) -> dict[str, Any]:
+    """kafka-python's security options from the ``INTENTFLOW_KAFKA_*`` variables in ``env``.
+    Raises ``ValueError`` naming the variable for a setting it cannot use."""
+    prefix = "INTENTFLOW_KAFKA_"
+    protocol = env.get(prefix + "SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in _SECURITY_PROTOCOLS:
+        raise ValueError(f"{prefix}SECURITY_PROTOCOL must be one of {_SECURITY_PROTOCOLS}")
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        mechanism = env.get(prefix + "SASL_MECHANISM", "").upper()
+        if not (
+            mechanism and env.get(prefix + "SASL_USERNAME") and env.get(prefix + "SASL_PASSWORD")
+        ):
+            raise ValueError(
+                f"{protocol} needs {prefix}SASL_MECHANISM, {prefix}SASL_USERNAME and "
+                f"{prefix}SASL_PASSWORD"
+            )
+        allowed = env.get(prefix + "ALLOW_PLAIN_OVER_PLAINTEXT", "").lower() in {"1", "true", "yes"}
+        if mechanism == "PLAIN" and protocol == "SASL_PLAINTEXT" and not allowed:
+            raise ValueError(
+                "SASL PLAIN over SASL_PLAINTEXT sends the password unencrypted: use SASL_SSL or "
+                f"a SCRAM mechanism, or set {prefix}ALLOW_PLAIN_OVER_PLAINTEXT=true"
+            )
+        options["sasl_mechanism"] = mechanism
+        options["sasl_plain_username"] = env[prefix + "SASL_USERNAME"]
+        options["sasl_plain_password"] = env[prefix + "SASL_PASSWORD"]
+    for name in ("cafile", "certfile", "keyfile"):
+        if value := env.get(f"{prefix}SSL_{name.upper()}"):
+            options[f"ssl_{name}"] = value
+    return options
+
+
+def make_consumer(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    *,
+    from_beginning: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Any:
+    """A kafka-python consumer in ``group`` with auto-commit off, secured as ``env`` (default:
+    the process environment) says."""
     from kafka import KafkaConsumer
 
-    security: dict[str, Any] = {}
-    if protocol := os.environ.get("KAFKA_SECURITY_PROTOCOL"):
-        security["security_protocol"] = protocol
-    if mechanism := os.environ.get("KAFKA_SASL_MECHANISM"):
-        security["sasl_mechanism"] = mechanism
-        security["sasl_plain_username"] = os.environ.get("KAFKA_SASL_USERNAME")
-        security["sasl_plain_password"] = os.environ.get("KAFKA_SASL_PASSWORD")
     return KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap.split(","),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        **security,
+        **security_options(os.environ if env is None else env),
     )
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--bootstrap", default="localhost:9092", help="host:port[,host:port]")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("INTENTFLOW_KAFKA_BOOTSTRAP", "localhost:9092"),
+        help="host:port[,host:port] (default: INTENTFLOW_KAFKA_BOOTSTRAP or localhost:9092)",
+    )
     parser.add_argument("--topic", default="purchase-scores.v1")
     parser.add_argument("--group", default="marketing-score-consumer", help="consumer group")
     parser.add_argument(
@@ -270,9 +317,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parser.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    consumer = make_consumer(
-        args.bootstrap, args.topic, args.group, from_beginning=args.from_beginning
-    )
+    try:
+        consumer = make_consumer(
+            args.bootstrap, args.topic, args.group, from_beginning=args.from_beginning
+        )
+    except ValueError as exc:
+        parser.error(str(exc))  # exit 2, the message, no traceback
     stats = Stats()
     try:
         run(

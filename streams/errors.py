@@ -27,6 +27,23 @@ class BrokerUnreachableError(IntentflowError):
     or point INTENTFLOW_KAFKA_BOOTSTRAP at a running broker."""
 
 
+class KafkaTlsError(IntentflowError):
+    """TLS with the broker failed. Point INTENTFLOW_KAFKA_SSL_CAFILE at the CA that signed the
+    broker's certificate, give the client certificate and key the broker trusts (mutual TLS),
+    or fix INTENTFLOW_KAFKA_SECURITY_PROTOCOL to what the listener speaks."""
+
+
+class KafkaAuthenticationError(IntentflowError):
+    """The broker refused the SASL credentials. Check INTENTFLOW_KAFKA_SASL_USERNAME,
+    INTENTFLOW_KAFKA_SASL_PASSWORD and INTENTFLOW_KAFKA_SASL_MECHANISM against the cluster's
+    users."""
+
+
+class KafkaAuthorizationError(IntentflowError):
+    """The broker authenticated the client, but an ACL it needs is missing. Ask the cluster's
+    admin to grant the ACLs the message lists (the README's "Secured clusters" has them all)."""
+
+
 class LocalKafkaError(IntentflowError):
     """The local development broker failed to start or stop. Read the log file it names."""
 

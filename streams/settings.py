@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     kafka_connect_timeout_seconds: float = Field(
         15.0, gt=0, le=300, description="How long start-up waits for the broker before failing."
     )
+    kafka_allow_plain_over_plaintext: bool = Field(
+        False, description="Allow SASL PLAIN over SASL_PLAINTEXT (the password crosses the "
+        "network unencrypted). Off: such a configuration is refused.",
+    )  # fmt: skip
 
     # Topics
     topic_events: str = Field("clickstream.v1", min_length=1, description="Input topic.")
@@ -206,6 +210,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 "a SASL security protocol needs INTENTFLOW_KAFKA_SASL_MECHANISM, "
                 "INTENTFLOW_KAFKA_SASL_USERNAME and INTENTFLOW_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_plain_over_plaintext(self) -> Settings:
+        if (
+            self.kafka_security_protocol is SecurityProtocol.SASL_PLAINTEXT
+            and self.kafka_sasl_mechanism is SaslMechanism.PLAIN
+            and not self.kafka_allow_plain_over_plaintext
+        ):
+            raise ValueError(
+                "SASL PLAIN over SASL_PLAINTEXT sends the Kafka password unencrypted: use "
+                "INTENTFLOW_KAFKA_SECURITY_PROTOCOL=SASL_SSL, or a SCRAM mechanism, or set "
+                "INTENTFLOW_KAFKA_ALLOW_PLAIN_OVER_PLAINTEXT=true to accept the risk"
             )
         return self
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streams.devtools.kafka_security import ADMIN, MARKETING, SIMULATOR, WORKER, Security
 from streams.devtools.localkafka import DEFAULT_HOME, DEFAULT_JARS_DIR, LocalKafka
 from streams.settings import load_settings
 
@@ -17,11 +18,23 @@ def _default_port() -> int:
 
 
 def _broker(
-    home: Path, port: int | None, controller_port: int | None, jars_dir: Path = DEFAULT_JARS_DIR
+    home: Path,
+    port: int | None,
+    controller_port: int | None,
+    jars_dir: Path = DEFAULT_JARS_DIR,
+    security: str | None = None,
 ) -> LocalKafka:
     port = port or _default_port()
-    return LocalKafka(
+    broker = LocalKafka(
         home=home, port=port, controller_port=controller_port or port + 1, jars_dir=jars_dir
+    )
+    chosen = Security(security) if security else broker.formatted_security() or Security.NONE
+    return LocalKafka(
+        home=home,
+        port=port,
+        controller_port=controller_port or port + 1,
+        jars_dir=jars_dir,
+        security=chosen,
     )
 
 
@@ -52,14 +65,51 @@ def kafka() -> None:
 @_cport
 @_jars
 @click.option("--timeout", type=float, default=90.0, show_default=True)
+@click.option(
+    "--security", type=click.Choice([s.value for s in Security]), default=None,
+    help="Secure the client listener: sasl_ssl (TLS, SCRAM-SHA-512/256 or PLAIN logins), ssl "
+    "(mutual TLS: the client certificate's CN is the user) or sasl_plaintext. Certificates, "
+    "users and ACLs are made on the first start (HOME/secrets). Default: as this home was "
+    "first started, else none (plaintext, no ACLs).",
+)  # fmt: skip
+@click.option(
+    "--worker-creates-topics", is_flag=True,
+    help="Secured: let the worker create its own topics (CREATE ACLs). Default: the topics of "
+    "the INTENTFLOW_* settings are created now, as admin, and the worker may not create any.",
+)  # fmt: skip
 def start(
-    home: Path, port: int | None, controller_port: int | None, jars_dir: Path, timeout: float
+    *,
+    home: Path,
+    port: int | None,
+    controller_port: int | None,
+    jars_dir: Path,
+    timeout: float,
+    security: str | None,
+    worker_creates_topics: bool,
 ) -> None:
     """Start the broker (a no-op if it runs) and wait until it answers."""
-    broker = _broker(home, port, controller_port, jars_dir)
+    broker = _broker(home, port, controller_port, jars_dir, security)
     click.echo("resolving Kafka jars with Maven (cached after the first run)...", err=True)
     seconds = broker.start(timeout=timeout)
     click.echo(f"kafka ready at {broker.bootstrap} in {seconds:.1f}s (log: {broker.log_file})")
+    admin = broker.connection(ADMIN)
+    if admin is None:
+        return
+    from streams.devtools.kafka_security import provision
+
+    settings = load_settings()
+    acls = provision(admin, settings, worker_creates_topics=worker_creates_topics)
+    secrets_dir = broker.secrets_dir
+    click.echo(
+        f"{broker.security} listener; topics of app {settings.app_id!r} "
+        f"{'left to the worker' if worker_creates_topics else 'created'}; ACLs: "
+        + ", ".join(f"{user} {n}" for user, n in acls.items())
+    )
+    click.echo(f"settings for each user (set -a; . FILE): {secrets_dir}/<user>.env")
+    for user, role in ((WORKER, "the worker"), (SIMULATOR, "intentflow simulate"),
+                       (MARKETING, "intentflow scores, examples/score_consumer.py"),
+                       (ADMIN, "intentflow topics create, admin tools")):  # fmt: skip
+        click.echo(f"  {secrets_dir / (user + '.env')}  {role}")
 
 
 @kafka.command()
@@ -78,9 +128,10 @@ def stop(home: Path, port: int | None, controller_port: int | None) -> None:
 @_cport
 def status(home: Path, port: int | None, controller_port: int | None) -> None:
     """Report whether the broker runs and answers; exit 1 if it is not healthy."""
-    st = _broker(home, port, controller_port).status()
+    broker = _broker(home, port, controller_port)
+    st = broker.status()
     if st.healthy:
-        click.echo(f"kafka healthy at {st.bootstrap} (pid {st.pid})")
+        click.echo(f"kafka healthy at {st.bootstrap} (pid {st.pid}, security {broker.security})")
         return
     state = f"running (pid {st.pid}) but not answering" if st.running else "not running"
     click.echo(f"kafka {state} at {st.bootstrap} (log: {st.log_file})")

@@ -6,6 +6,9 @@ otherwise), so the installed package works outside a checkout. The broker runs a
 'libs/*' kafka.Kafka server.properties`` after ``kafka.tools.StorageTool format``, with its logs in
 a file. ``start`` is idempotent, ``stop`` leaves no process behind, and ``start`` returns only when
 a metadata request succeeds.
+
+``security`` other than ``none`` secures the client listener (TLS, SASL/SCRAM, mutual TLS, ACLs):
+see ``streams.devtools.kafka_security``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.devtools.certs import write_private
+from streams.devtools.kafka_security import (
+    ADMIN,
+    Secrets,
+    Security,
+    connection_for,
+    scram_format_args,
+    server_properties,
+    write_env_files,
+)
 from streams.errors import BrokerUnreachableError, LocalKafkaError, ToolMissingError
+from streams.kafka.connection import KafkaConnection
 
 POM = Path(__file__).with_name("kafka-pom.xml")
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "intentflow" / "kafka-libs"
@@ -116,14 +130,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def broker_ready(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a metadata request to ``bootstrap`` succeeds."""
+def broker_ready(
+    bootstrap: str, timeout: float = 2.0, *, connection: KafkaConnection | None = None
+) -> bool:
+    """True when a metadata request to ``bootstrap`` (through ``connection``, when the broker
+    is secured) succeeds."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    options = (
+        connection.kafka_python() if connection else {"bootstrap_servers": bootstrap.split(",")}
+    )
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
+            **options,
             request_timeout_ms=int(timeout * 1000),
             bootstrap_timeout_ms=int(timeout * 1000),
             client_id="intentflow-probe",
@@ -139,11 +159,14 @@ def broker_ready(bootstrap: str, timeout: float = 2.0) -> bool:
         admin.close()
 
 
-def wait_for_broker(bootstrap: str, timeout: float) -> None:
+def wait_for_broker(
+    bootstrap: str, timeout: float, *, connection: KafkaConnection | None = None
+) -> None:
     """Block until the broker answers a metadata request, or raise BrokerUnreachableError."""
     deadline = time.monotonic() + timeout
     while True:
-        if broker_ready(bootstrap, timeout=min(2.0, max(0.5, deadline - time.monotonic()))):
+        wait = min(2.0, max(0.5, deadline - time.monotonic()))
+        if broker_ready(bootstrap, timeout=wait, connection=connection):
             return
         if time.monotonic() >= deadline:
             raise BrokerUnreachableError(
@@ -172,14 +195,66 @@ class LocalKafka:
     controller_port: int = 9093
     jars_dir: Path = DEFAULT_JARS_DIR
     heap_mb: int = 512
+    security: Security = Security.NONE
+    # More secured client listeners on other ports, as (security, port): tests run one broker
+    # with SASL_SSL, SSL and SASL_PLAINTEXT listeners side by side.
+    extra_listeners: tuple[tuple[Security, int], ...] = ()
 
     def __post_init__(self) -> None:
         # Absolute, so the broker process and later calls agree whatever their working dir.
         object.__setattr__(self, "home", Path(self.home).absolute())
+        object.__setattr__(self, "security", Security(self.security))
+        extra = tuple((Security(s), port) for s, port in self.extra_listeners)
+        if extra and self.security is Security.NONE:
+            raise LocalKafkaError("extra listeners need a secured main listener")
+        object.__setattr__(self, "extra_listeners", extra)
+
+    @property
+    def listeners(self) -> list[tuple[Security, int]]:
+        """Every client listener as (security, port), the main one first."""
+        return [(self.security, self.port), *self.extra_listeners]
+
+    def bootstrap_for(self, security: Security) -> str:
+        """The bootstrap address of the listener of ``security``."""
+        for listener, port in self.listeners:
+            if listener is Security(security):
+                return f"{self.host}:{port}"
+        raise LocalKafkaError(f"this broker has no {security} listener")
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    def secrets(self) -> Secrets:
+        """The TLS material and passwords of a secured broker (made on first use)."""
+        return Secrets.load_or_create(self.secrets_dir, (self.host,))
+
+    def connection(
+        self, user: str = ADMIN, security: Security | None = None
+    ) -> KafkaConnection | None:
+        """How ``user`` connects to this broker's listener of ``security`` (default: the main
+        one); None for a plaintext broker, which knows no users."""
+        if self.security is Security.NONE:
+            return None
+        chosen = Security(security) if security else self.security
+        return connection_for(chosen, self.bootstrap_for(chosen), user, self.secrets())
+
+    @property
+    def _security_file(self) -> Path:
+        return self.home / "security"
+
+    def formatted_security(self) -> Security | None:
+        """The security this home's storage was formatted with (None: never formatted)."""
+        if not (self.home / "data" / "meta.properties").exists():
+            return None
+        try:
+            return Security(self._security_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return Security.NONE
 
     @property
     def log_file(self) -> Path:
@@ -208,20 +283,29 @@ class LocalKafka:
 
     def status(self) -> BrokerStatus:
         pid = self._pid()
-        healthy = pid is not None and broker_ready(self.bootstrap)
+        healthy = pid is not None and broker_ready(self.bootstrap, connection=self.connection())
         return BrokerStatus(pid is not None, pid, self.bootstrap, healthy, self.log_file)
 
     def start(self, timeout: float = 60.0) -> float:
         """Start the broker (a no-op when it already runs). Returns the seconds it took."""
         began = time.monotonic()
+        formatted = self.formatted_security()
+        if formatted is not None and formatted is not self.security:
+            raise LocalKafkaError(
+                f"the broker in {self.home} was set up with --security {formatted}, not "
+                f"{self.security}. Start it with --security {formatted}, or use another --home "
+                "(the users and certificates are made when the storage is formatted)."
+            )
+        admin = self.connection()
         if self._pid() is not None:
-            wait_for_broker(self.bootstrap, timeout)
+            wait_for_broker(self.bootstrap, timeout, connection=admin)
+            self._write_env_files()
             return time.monotonic() - began
         java = _require(
             "java", "Install a JDK 17 or newer (Debian: `apt-get install openjdk-17-jre-headless`)."
         )
         jars = ensure_jars(self.jars_dir)
-        for port in (self.port, self.controller_port):
+        for port in (*(p for _, p in self.listeners), self.controller_port):
             if not _port_free(self.host, port):
                 raise LocalKafkaError(
                     f"port {self.host}:{port} is already in use by another program. Stop it, or "
@@ -231,11 +315,18 @@ class LocalKafka:
         config = self.home / "server.properties"
         log4j = self.home / "log4j2.xml"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(
-            _SERVER_PROPERTIES.format(
+        scram: list[str] = []
+        if self.security is Security.NONE:
+            properties = _SERVER_PROPERTIES.format(
                 host=self.host, port=self.port, controller_port=self.controller_port, data=data
             )
-        )
+        else:
+            secrets_ = self.secrets()
+            properties = server_properties(
+                self.listeners, self.host, self.controller_port, data, secrets_
+            )
+            scram = scram_format_args(secrets_)
+        write_private(config, properties.encode())  # it holds passwords when secured
         log4j.write_text(_LOG4J2.format(log=self.log_file))
         classpath = f"{jars}/*"
         jvm = [f"-Xms{self.heap_mb // 2}m", f"-Xmx{self.heap_mb}m", "-XX:+UseG1GC",
@@ -254,6 +345,7 @@ class LocalKafka:
                     "-c",
                     str(config),
                     "--ignore-formatted",
+                    *scram,
                 ],
                 capture_output=True,
                 text=True,
@@ -263,6 +355,7 @@ class LocalKafka:
                 raise LocalKafkaError(
                     f"formatting the KRaft storage in {data} failed:\n{fmt.stdout}{fmt.stderr}"
                 )
+            self._security_file.write_text(str(self.security))
         with open(self.home / "logs" / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
                 [java, *jvm, "-cp", classpath, "kafka.Kafka", str(config)],
@@ -278,7 +371,8 @@ class LocalKafka:
                     f"the broker exited with code {proc.returncode} during start-up. "
                     f"Its log is {self.log_file}:\n{_tail(self.log_file)}"
                 )
-            if broker_ready(self.bootstrap, timeout=1.0):
+            if broker_ready(self.bootstrap, timeout=1.0, connection=admin):
+                self._write_env_files()
                 return time.monotonic() - began
             time.sleep(0.2)
         self.stop()
@@ -286,6 +380,10 @@ class LocalKafka:
             f"the broker did not answer at {self.bootstrap} within {timeout:.0f}s. "
             f"Its log is {self.log_file}:\n{_tail(self.log_file)}"
         )
+
+    def _write_env_files(self) -> None:
+        if self.security is not Security.NONE:
+            write_env_files(self.security, self.bootstrap, self.secrets())
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker: SIGTERM, then SIGKILL after ``timeout``. True if one was running."""

@@ -84,7 +84,8 @@ def ensure_changelog(settings: Settings, topic: str) -> str:
 
 
 def admin_client(settings: Settings, timeout: float | None = None):  # type: ignore[no-untyped-def]
-    """A kafka-python admin client, or BrokerUnreachableError naming the bootstrap address."""
+    """A kafka-python admin client, or BrokerUnreachableError naming the bootstrap address (or
+    the TLS or SASL problem that stopped the connection)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -97,6 +98,12 @@ def admin_client(settings: Settings, timeout: float | None = None):  # type: ign
             bootstrap_timeout_ms=int(wait * 1000),
         )
     except (KafkaError, OSError) as exc:
+        # kafka-python reports a refused TLS handshake or SASL login as a timeout: find the
+        # cause, so the message says what to fix.
+        from streams.kafka.probe import diagnose
+
+        if (problem := diagnose(connection(settings), min(wait, 10.0))) is not None:
+            raise problem from None
         raise BrokerUnreachableError(
             f"no Kafka broker answered at {settings.kafka_bootstrap} within {wait:.0f}s "
             f"({type(exc).__name__}). Start one with `intentflow kafka start`, or set "

@@ -53,7 +53,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> Non
 
 def run_example(bootstrap: str, topic: str, group: str, max_records: int) -> tuple[list[dict], str]:
     """The example as a user runs it; returns its JSON lines and its log."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "INTENTFLOW_KAFKA_"))}
     cmd = [
         sys.executable, str(EXAMPLE), "--bootstrap", bootstrap, "--topic", topic,
         "--group", group, "--from-beginning", "--max", str(max_records), "--idle-timeout", "60",
