@@ -7,6 +7,7 @@ lets variables such as ``BROKER_URL`` override its arguments silently.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -69,6 +70,17 @@ class Settings(BaseSettings):
     # Topics
     topic_events: str = Field("clickstream.v1", min_length=1, description="Input topic.")
     topic_scores: str = Field("purchase-scores.v1", min_length=1, description="Scores topic.")
+    topic_scores_v2: str | None = Field(
+        None, min_length=1,
+        description="purchase-scores.v2 topic. Default: the scores topic's name with its .v1 "
+        "made .v2 (purchase-scores.v2), or with .v2 appended when it has no .v1.",
+    )  # fmt: skip
+    publish_scores_v1: bool = Field(
+        True, description="Publish purchase-scores.v1 (on by default for this release)."
+    )
+    publish_scores_v2: bool = Field(
+        True, description="Publish purchase-scores.v2 (v1 plus reasons) on its own topic."
+    )
     topic_dlq: str = Field(
         "clickstream.dlq.v2", min_length=1,
         description="Dead-letter topic (clickstream-dlq.v2 records: no raw identifiers).",
@@ -133,6 +145,14 @@ class Settings(BaseSettings):
         64, ge=1, le=65_536, description="RocksDB block cache per worker, MiB."
     )
     top_categories: int = Field(5, ge=0, le=50, description="How many interests each score lists.")
+    reasons: bool = Field(
+        True, description="Reasons on purchase-scores.v2, by occlusion in the batch's one model "
+        "call. Off: v2 scores carry reasons null (for measuring their cost).",
+    )  # fmt: skip
+    drift_half_life_seconds: float = Field(
+        600.0, gt=0, le=7 * 86_400,
+        description="Half-life of the live feature window the drift PSI is computed on.",
+    )  # fmt: skip
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     # Data protection
@@ -226,6 +246,34 @@ class Settings(BaseSettings):
                 "INTENTFLOW_KAFKA_ALLOW_PLAIN_OVER_PLAINTEXT=true to accept the risk"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_score_versions(self) -> Settings:
+        if not (self.publish_scores_v1 or self.publish_scores_v2):
+            raise ValueError(
+                "INTENTFLOW_PUBLISH_SCORES_V1 and INTENTFLOW_PUBLISH_SCORES_V2 are both off: "
+                "the worker would publish no score; turn one on"
+            )
+        if self.publish_scores_v2 and self.scores_v2_topic == self.topic_scores:
+            raise ValueError(
+                f"INTENTFLOW_TOPIC_SCORES_V2 is the v1 scores topic ({self.topic_scores}); "
+                "purchase-scores.v2 needs its own topic"
+            )
+        return self
+
+    @property
+    def scores_v2_topic(self) -> str:
+        """The purchase-scores.v2 topic: ``topic_scores_v2``, or derived from the v1 topic."""
+        if self.topic_scores_v2:
+            return self.topic_scores_v2
+        derived, n = re.subn(r"\.v1(?=\.|$)", ".v2", self.topic_scores, count=1)
+        return derived if n else f"{self.topic_scores}.v2"
+
+    @property
+    def score_versions(self) -> frozenset[str]:
+        """The purchase-scores versions the worker publishes ("1", "2")."""
+        on = {"1": self.publish_scores_v1, "2": self.publish_scores_v2}
+        return frozenset(v for v, enabled in on.items() if enabled)
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -30,6 +30,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic_events, n, rf, deleting(settings.topic_retention_hours)),
         TopicSpec(settings.topic_scores, n, rf, deleting(settings.scores_retention_hours)),
+        *(  # purchase-scores.v2 beside v1, with the same retention (it carries raw user ids)
+            [TopicSpec(settings.scores_v2_topic, n, rf, deleting(settings.scores_retention_hours))]
+            if settings.publish_scores_v2
+            else []
+        ),
         TopicSpec(settings.topic_dlq, n, rf, deleting(30 * 24)),
         TopicSpec(settings.topic_erasure, n, rf, deleting(7 * 24)),
         TopicSpec(settings.topic_erasure_receipts, 1, rf, deleting(7 * 24)),

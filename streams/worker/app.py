@@ -74,6 +74,8 @@ def step_config(
         max_event_bytes=settings.max_event_bytes,
         max_clock_skew_seconds=settings.max_clock_skew_seconds,
         top_k=settings.top_categories,
+        score_versions=settings.score_versions,
+        explain=settings.reasons,
         topic_ids={settings.topic_events: topic_identity(settings.topic_events, events_topic_id)},
         pseudonym=pseudonyms.pseudonym if pseudonyms is not None else None,
     )

@@ -30,6 +30,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 MODEL_RELOAD_OUTCOMES = ("loaded", "missing", "corrupt", "spec_mismatch")
+# Whether a purchase-scores.v2 record carries reasons: "explained", or why not: reasons turned
+# off, a bundle without a training reference, or the stacked model call failed.
+EXPLAIN_OUTCOMES = ("explained", "off", "no_reference", "failed")
 # "valid", "replayed" (applied before a restart, skipped) or a reject class.
 EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
 ERROR_STAGES = (
@@ -157,8 +160,30 @@ class Metrics:
             ["stage"], registry=r,
         )  # fmt: skip
 
+        self.scores_explained = Counter(
+            "intentflow_scores_v2_published_total",
+            "purchase-scores.v2 records handed to the producer, by whether they carry reasons: "
+            + ", ".join(EXPLAIN_OUTCOMES) + ".",
+            ["reasons"], registry=r,
+        )  # fmt: skip
+        self.feature_drift_psi = Gauge(
+            "intentflow_feature_drift_psi",
+            "Population stability index of a feature group's live distribution (the scored "
+            "rows, decayed window) against the serving model's training data; the group's most "
+            "drifted feature. > 0.25: a large shift.",
+            ["group"], registry=r,
+        )  # fmt: skip
+        self.feature_freshness = Gauge(
+            "intentflow_feature_freshness_seconds",
+            "Age of the newest profile update: now minus the event time of the newest event "
+            "applied to a profile by this worker.",
+            registry=r,
+        )
+
         for outcome in EVENT_OUTCOMES:
             self.events_consumed.labels(outcome)
+        for outcome in EXPLAIN_OUTCOMES:
+            self.scores_explained.labels(outcome)
         for error_class in ErrorClass:
             self.dlq_writes.labels(error_class.value)
         for outcome in MODEL_RELOAD_OUTCOMES:

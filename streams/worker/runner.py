@@ -35,6 +35,7 @@ from streams.processing.envelope import StoredProfile, decode_stored, encode_sto
 from streams.processing.step import Record, run_step
 from streams.worker import faust_compat
 from streams.worker.context import Worker
+from streams.worker.drift import FeatureMonitor
 from streams.worker.retention import RetentionSweep
 from streams.worker.sending import publish_dead_letters, publish_scores
 
@@ -160,6 +161,7 @@ class BatchRunner:
         self.refetched: dict[Any, tuple[int, int]] = {}  # TP -> (expected, got) seeked once
         self.last_checkpoint = time.monotonic()
         self.generation = -1
+        self.features = FeatureMonitor(w.metrics, half_life_s=w.settings.drift_half_life_seconds)
         self.event_clock: dict[int, float] = {}  # partition -> newest event time applied
         self.retention = RetentionSweep(
             self,
@@ -254,6 +256,7 @@ class BatchRunner:
         if letters:
             self.pending.sends.append(letters)
         self.pending.sends.extend(await publish_scores(w, out.scored, started))
+        self.features.observe(bundle, out)  # drift and freshness gauges
         metrics.events_consumed.labels("valid").inc(
             len(applied.rows) - len(out.scored.dead_letters)
         )

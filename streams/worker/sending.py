@@ -82,6 +82,12 @@ async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]
     # than the scoring itself. Each returns the delivery future the batch waits for.
     send, topic = w.app.producer.send, w.settings.topic_scores
     futures = [await send(topic, key, value, None, None, None) for key, value in scored.records]
+    if scored.records_v2:  # purchase-scores.v2 on its own topic
+        topic = w.settings.scores_v2_topic
+        futures += [
+            await send(topic, key, value, None, None, None) for key, value in scored.records_v2
+        ]
+        metrics.scores_explained.labels(_explained(w, scored)).inc(len(scored.records_v2))
     handed = time.time()
     rows = scored.rows
     occurred = np.fromiter((r.event.ts for r in rows), dtype=np.float64, count=len(rows))
@@ -91,3 +97,13 @@ async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]
     observe_many(metrics.purchase_probability, scored.probabilities)
     metrics.scores_published.inc(len(rows))
     return futures
+
+
+def _explained(w: Worker, scored: Scored) -> str:
+    """Whether a batch's v2 records carry reasons, or why not (EXPLAIN_OUTCOMES)."""
+    if scored.explained:
+        return "explained"
+    if not w.settings.reasons:
+        return "off"
+    bundle = w.models.bundle
+    return "no_reference" if bundle is None or bundle.reference is None else "failed"

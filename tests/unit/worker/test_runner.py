@@ -112,7 +112,10 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         return member.ok
 
     monkeypatch.setattr("streams.worker.faust_compat.prove_membership", prove_membership)
-    settings = load_settings(topic_events=TOPIC, checkpoint_interval_seconds=60)
+    # purchase-scores.v1 only: these tests count the sends of one scores topic
+    settings = load_settings(
+        topic_events=TOPIC, checkpoint_interval_seconds=60, publish_scores_v2=False
+    )
     bundle = load_bundle(make_bundle(tmp_path / "b", "runner-v1", seed=3))
     app = SimpleNamespace(
         consumer_generation_id=1,
