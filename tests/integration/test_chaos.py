@@ -57,9 +57,12 @@ from tests.integration.test_worker import make_stack, offline_profiles
 
 pytestmark = pytest.mark.integration
 
-# The issue's 100,000 events: about 45 s on the shared 2-core test machine, most of it producing
-# them (the worker finishes a few seconds after the last send).
-N_EVENTS = 100_000
+# The issue asks for 100,000 events. That run took 40-48 s here (2 shared cores), most of it
+# in this process (producing, reading 100,000 scores back, the offline profiles; the worker
+# finished 3-5 s after the last send), which put the fault tests together over their budget of
+# 2.5 minutes. 50,000 keep every poison input and all nine classes of ordinary malformed
+# events (about 500 of them); N_EVENTS = 100_000 runs the issue's size.
+N_EVENTS = 50_000
 BIG = 2 * 1024 * 1024  # max.message.bytes of the input topic and the producer's request limit
 CONTROL = "control characters"  # the note of the 300 KB and 900 KB payloads
 GARBAGE_PROFILE = b"\x09" + b"profile written by a newer worker" * 4  # envelope version 9
