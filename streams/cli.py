@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-taobao": ("streams.sources.taobao:import_taobao_command", "Convert the Taobao sample."),
     "train": ("model_export.cli:train_command", "Train, export and verify a model bundle."),
     "evaluate": ("model_export.cli:evaluate_command", "Evaluate a bundle on an event log."),
+    "explain": (
+        "model_export.explain:explain_command",
+        "Print one user's score history with its reasons.",
+    ),
     "worker": ("streams.worker.command:worker_command", "Run the scoring worker (Faust)."),
     "scores": ("streams.kafka.tail:scores_command", "Tail the scores topic."),
     "demo": (
