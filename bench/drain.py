@@ -191,7 +191,13 @@ class Launched:
         self.proc.stop()
 
     def log(self) -> str:
-        return self.proc.log()
+        """The end of its log, or, if it raised, its last traceback (a worker's shutdown
+        chatter would otherwise push the error out of the tail)."""
+        text = self.proc.log(tail=400)
+        if "Traceback (most recent call last)" in text:
+            last = text[text.rindex("Traceback (most recent call last)") :].splitlines()
+            return "\n".join([line for line in last if line.strip(" ^")][:60])
+        return "\n".join(text.splitlines()[-40:])
 
 
 def worker_env(
