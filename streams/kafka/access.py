@@ -11,7 +11,8 @@ rebalance. ``grant`` creates ACLs (the local broker and tests use it with an adm
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -64,40 +65,30 @@ def worker_grants(settings: Settings, *, create_topics: bool = False) -> list[Gr
     CREATE on its own topics, for clusters where the worker creates them on first start
     (otherwise an admin runs ``intentflow topics create`` first)."""
     create = (Op.CREATE,) if create_topics else ()
+    read, write = (Op.READ, Op.DESCRIBE, *create), (Op.WRITE, Op.DESCRIBE, *create)
     grants = [
         Grant(Resource.GROUP, settings.app_id, (Op.READ,), why="join the group, commit offsets"),
-        Grant(Resource.TOPIC, settings.topic_events, (Op.READ, Op.DESCRIBE, *create),
-              why="consume events"),
-        Grant(Resource.TOPIC, settings.topic_scores, (Op.WRITE, Op.DESCRIBE, *create),
-              why="publish scores"),
-        Grant(Resource.TOPIC, settings.topic_dlq, (Op.WRITE, Op.DESCRIBE, *create),
-              why="publish dead letters"),
+        Grant(Resource.TOPIC, settings.topic_events, read, why="consume events"),
+        Grant(Resource.TOPIC, settings.topic_erasure, read, why="consume erase commands"),
+    ]
+    if settings.publish_scores_v1:
+        grants.append(Grant(Resource.TOPIC, settings.topic_scores, write, why="publish scores"))
+    if settings.publish_scores_v2:
+        grants.append(
+            Grant(Resource.TOPIC, settings.scores_v2_topic, write, why="publish v2 scores")
+        )
+    grants += [
+        Grant(Resource.TOPIC, settings.topic_dlq, write, why="publish dead letters"),
+        Grant(Resource.TOPIC, settings.topic_erasure_receipts, write,
+              why="publish erasure receipts"),
         # CREATE: Faust declares its table's changelog at every start, and the broker checks
-        # CREATE before it finds that the topic exists.
+        # CREATE before it finds that the topic exists. ALTER_CONFIGS: the worker sets the
+        # changelog's compaction bounds at start-up (streams.kafka.topics.ensure_changelog).
         Grant(Resource.TOPIC, changelog_topic(settings),
-              (Op.READ, Op.WRITE, Op.DESCRIBE, Op.CREATE, *_changelog_config_ops(settings)),
-              why="write profiles; recover and keep standbys from it; declare it"),
+              (Op.READ, Op.WRITE, Op.DESCRIBE, Op.CREATE, Op.ALTER_CONFIGS),
+              why="write profiles, recover and keep standbys from it, declare and configure it"),
     ]  # fmt: skip
-    # The erasure topics of the privacy work, when this version of the settings has them.
-    if erasure := getattr(settings, "topic_erasure", None):
-        grants.append(
-            Grant(Resource.TOPIC, erasure, (Op.READ, Op.DESCRIBE, *create),
-                  why="consume erase commands")
-        )  # fmt: skip
-    if receipts := getattr(settings, "topic_erasure_receipts", None):
-        grants.append(
-            Grant(Resource.TOPIC, receipts, (Op.WRITE, Op.DESCRIBE, *create),
-                  why="publish erasure receipts")
-        )  # fmt: skip
     return grants
-
-
-def _changelog_config_ops(settings: Settings) -> tuple[Op, ...]:
-    # A worker that sets the changelog's compaction at start-up (the privacy work's
-    # ensure_changelog) needs to alter the topic's configuration.
-    if hasattr(settings, "changelog_max_compaction_lag_seconds"):
-        return (Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS)
-    return ()
 
 
 def producer_grants(settings: Settings) -> list[Grant]:
@@ -108,10 +99,11 @@ def producer_grants(settings: Settings) -> list[Grant]:
 
 
 def score_reader_grants(settings: Settings, group_prefix: str = "marketing-") -> list[Grant]:
-    """A marketing service: read the scores topic, in groups named with ``group_prefix``
-    (``intentflow scores`` reads without a group)."""
+    """A marketing service: read the scores topics (v1 and v2), in groups named with
+    ``group_prefix`` (``intentflow scores`` reads without a group)."""
+    topics = [settings.topic_scores, *([settings.scores_v2_topic] * settings.publish_scores_v2)]
     return [
-        Grant(Resource.TOPIC, settings.topic_scores, (Op.READ, Op.DESCRIBE), why="read scores"),
+        *(Grant(Resource.TOPIC, t, (Op.READ, Op.DESCRIBE), why="read scores") for t in topics),
         Grant(Resource.GROUP, group_prefix, (Op.READ,), prefixed=True, why="consumer groups"),
     ]
 
@@ -217,6 +209,24 @@ def authorization_error(
         + "\nAsk the cluster's admin to allow these operations for that principal (the "
         'README\'s "Secured clusters" lists every ACL of each intentflow principal).'
     )
+
+
+@contextmanager
+def explained(conn: KafkaConnection, doing: str) -> Iterator[None]:
+    """Turn a broker's authorization failure while ``doing`` something into a
+    ``KafkaAuthorizationError`` that names the principal and what it was refused."""
+    from kafka.errors import AuthorizationError
+
+    try:
+        yield
+    except AuthorizationError as exc:
+        detail = str(exc).split("'", 2)[1] if str(exc).count("'") >= 2 else type(exc).__name__
+        raise KafkaAuthorizationError(
+            f"{principal(conn)} at {conn.bootstrap} was refused while {doing} "
+            f"({type(exc).__name__}: {detail[:300]}). Ask the cluster's admin for the ACL, or "
+            "have an admin create the topics first (`intentflow topics create` with admin "
+            'credentials); the README\'s "Secured clusters" lists every ACL.'
+        ) from None
 
 
 def grant(admin: KafkaConnection, principal_name: str, grants: Iterable[Grant]) -> int:

@@ -14,7 +14,7 @@ import sys
 import click
 
 from streams.errors import ConfigError, IntentflowError
-from streams.kafka.access import check_access, worker_grants
+from streams.kafka.access import check_access, explained, worker_grants
 from streams.kafka.connection import connection
 from streams.kafka.probe import diagnose
 from streams.kafka.topics import create_topics, ensure_changelog, topic_id
@@ -61,9 +61,10 @@ def preflight(settings: Settings, models: ModelServer) -> str | None:
     if (problem := diagnose(conn, settings.kafka_connect_timeout_seconds)) is not None:
         raise problem  # TLS, SASL or an unreachable broker, named before any client retries
     check_access(conn, worker_grants(settings), who="the intentflow worker")
-    create_topics(settings)  # also checks partitions of existing input/scores/DLQ topics
-    ensure_changelog(settings, changelog_topic_name(settings))
-    return topic_id(settings, settings.topic_events)
+    with explained(conn, "creating or checking the worker's topics"):
+        create_topics(settings)  # also checks partitions of existing input/scores/DLQ topics
+        ensure_changelog(settings, changelog_topic_name(settings))
+        return topic_id(settings, settings.topic_events)
 
 
 @click.command(

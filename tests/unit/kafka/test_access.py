@@ -22,11 +22,16 @@ def test_the_worker_may_read_its_input_and_write_its_outputs_only() -> None:
     assert grants[(Resource.TOPIC, "ev")] == {Op.READ, Op.DESCRIBE}
     assert grants[(Resource.TOPIC, "sc")] == {Op.WRITE, Op.DESCRIBE}
     assert grants[(Resource.TOPIC, "dl")] == {Op.WRITE, Op.DESCRIBE}
+    assert grants[(Resource.TOPIC, settings.scores_v2_topic)] == {Op.WRITE, Op.DESCRIBE}
+    assert grants[(Resource.TOPIC, settings.topic_erasure)] == {Op.READ, Op.DESCRIBE}
+    assert grants[(Resource.TOPIC, settings.topic_erasure_receipts)] == {Op.WRITE, Op.DESCRIBE}
     changelog = grants[(Resource.TOPIC, "shop-user_profile-changelog")]
     assert {Op.READ, Op.WRITE, Op.DESCRIBE, Op.CREATE} <= changelog
     assert all(not g.prefixed for g in worker_grants(settings))  # literal names only
     # CREATE on the other topics only where the worker is to create them.
     assert all(Op.CREATE not in ops for (_, name), ops in grants.items() if name in {"ev", "sc"})
+    v1_only = load_settings(topic_scores="sc", publish_scores_v2=False)
+    assert {g.name for g in worker_grants(v1_only)} & {v1_only.scores_v2_topic} == set()
     creating = worker_grants(settings, create_topics=True)
     assert all(Op.CREATE in g.operations for g in creating if g.resource is Resource.TOPIC)
 
