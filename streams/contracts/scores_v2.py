@@ -81,22 +81,19 @@ class ScoreReasons:
     interests: Sequence[tuple[str, float]]  # (category_id, impact), strongest interest first
 
     def to_wire(self) -> dict[str, Any]:
+        """The ``reasons`` object. Probabilities are in [0, 1], so impacts are in [-1, 1]."""
         return {
-            "reference_probability": _unit(self.reference_probability),
+            "reference_probability": self.reference_probability,
             "top": [
-                {"code": code, "direction": "up" if impact > 0 else "down", "impact": _pm1(impact)}
+                {"code": code, "direction": "up" if impact > 0 else "down", "impact": impact}
                 for code, impact in self.top
             ],
-            "interests": [{"category_id": c, "impact": _pm1(i)} for c, i in self.interests],
+            "interests": [{"category_id": c, "impact": i} for c, i in self.interests],
         }
 
 
 def _unit(x: float) -> float:
     return min(1.0, max(0.0, x))
-
-
-def _pm1(x: float) -> float:
-    return min(1.0, max(-1.0, x))
 
 
 def encode_score_v2(

@@ -86,9 +86,16 @@ class CategoryEmbeddings:
 
     def vectors(self, category_ids: Sequence[str]) -> np.ndarray:
         """Vectors of many categories, float32 ``(len(category_ids), EMBEDDING_DIM)``."""
-        out = np.empty((len(category_ids), EMBEDDING_DIM), dtype=np.float32)
-        for i, cid in enumerate(category_ids):
-            out[i] = self.vector(cid)
+        index = self._index
+        rows = np.fromiter(
+            (index.get(cid, -1) for cid in category_ids), dtype=np.intp, count=len(category_ids)
+        )
+        out = self.matrix[np.maximum(rows, 0)] if len(self.ids) else None
+        if out is None:
+            out = np.empty((len(category_ids), EMBEDDING_DIM), dtype=np.float32)
+            rows[:] = -1
+        for i in np.flatnonzero(rows < 0).tolist():  # unknown: the hashed fallback
+            out[i] = self.vector(category_ids[i])
         return out
 
     def save(self, path: Path) -> None:

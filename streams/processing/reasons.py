@@ -23,7 +23,7 @@ import numpy as np
 from streams.contracts.scores_v2 import ScoreReasons
 from streams.features import FEATURE_SPEC
 from streams.features.embeddings import EMBEDDING_DIM
-from streams.features.occlusion import interests_without, occlude_groups
+from streams.features.occlusion import interests_without
 from streams.model.bundle import ModelBundle
 
 N_REASONS = 3  # groups listed per score (largest |impact| first)
@@ -70,17 +70,22 @@ def occlusions(
             dropped.append(category)
             shares.append(share)
     owner = np.asarray(owners, dtype=np.intp)
-    copies = np.array(X[owner], dtype=np.float32)
+    n, g = len(X), len(GROUP_COLUMNS)
+    # One allocation, filled in place: the batch, the reference row, the group copies, the
+    # interest copies.
+    stacked = np.empty((n * (1 + g) + 1 + len(owner), X.shape[1]), dtype=np.float32)
+    stacked[:n] = X
+    stacked[n] = mean
+    start = n + 1
+    for cols in GROUP_COLUMNS.values():
+        block = stacked[start : start + n]
+        block[:] = X
+        block[:, cols] = mean[cols]
+        start += n
+    copies = stacked[start:]
+    copies[:] = X[owner]
     copies[:, :EMBEDDING_DIM] = interests_without(
         copies[:, :EMBEDDING_DIM], dropped, np.asarray(shares), bundle.embeddings
-    )
-    stacked = np.concatenate(
-        [
-            np.asarray(X, dtype=np.float32),
-            mean[None, :],
-            occlude_groups(X, mean, list(GROUP_COLUMNS.values())),
-            copies,
-        ]
     )
     return stacked, Layout(len(X), owner, dropped)
 
@@ -93,18 +98,12 @@ class Explained:
     reference_probability: float
     impacts: np.ndarray  # float64 (n, len(GROUPS)): p - p with the group at its reference
     interests: list[list[tuple[str, float]]]  # per row: (category_id, p - p without it)
-    order: np.ndarray  # intp (n, N_REASONS): each row's groups by |impact|, largest first
+    top: list[list[tuple[str, float]]]  # per row: the N_REASONS largest |impact|, none zero
 
     def reasons(self, j: int) -> ScoreReasons:
         """Row ``j``'s reasons as published: the N_REASONS groups of largest |impact| (none
         that is exactly zero), and the impacts of its top interests, strongest interest first."""
-        row = self.impacts[j]
-        top = tuple(
-            (GROUPS[g], impact)
-            for g, impact in zip(self.order[j].tolist(), row[self.order[j]].tolist(), strict=True)
-            if impact != 0.0
-        )
-        return ScoreReasons(self.reference_probability, top, tuple(self.interests[j]))
+        return ScoreReasons(self.reference_probability, self.top[j], self.interests[j])
 
 
 def split(probabilities: np.ndarray, layout: Layout) -> Explained:
@@ -120,12 +119,18 @@ def split(probabilities: np.ndarray, layout: Layout) -> Explained:
         layout.owners.tolist(), layout.categories, without.tolist(), strict=True
     ):
         interests[owner].append((category, impact))
+    order = np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :N_REASONS]
+    values = np.take_along_axis(impacts, order, axis=1).tolist()
+    top = [
+        [(GROUPS[k], v) for k, v in zip(ks, vs, strict=True) if v != 0.0]
+        for ks, vs in zip(order.tolist(), values, strict=True)
+    ]
     return Explained(
         probabilities=probabilities[:n].astype(np.float32),
         reference_probability=float(p[n]),
         impacts=impacts,
         interests=interests,
-        order=np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :N_REASONS],
+        top=top,
     )
 
 
