@@ -23,13 +23,18 @@ def occlude_groups(
     X: np.ndarray,  # noqa: N803 - X is the usual name
     reference: np.ndarray,
     groups: Sequence[np.ndarray],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``len(groups)`` copies of ``X`` (n, F) stacked, copy ``g`` with the columns of
-    ``groups[g]`` set to ``reference``: float32 ``(len(groups) * n, F)``."""
+    ``groups[g]`` set to ``reference``: float32 ``(len(groups) * n, F)``, written into ``out``
+    when given (a slice of a larger matrix, filled in place)."""
     n = X.shape[0]
-    out = np.tile(np.asarray(X, dtype=np.float32), (len(groups), 1))
+    if out is None:
+        out = np.empty((len(groups) * n, X.shape[1]), dtype=np.float32)
     for g, cols in enumerate(groups):
-        out[g * n : (g + 1) * n, cols] = reference[cols]
+        block = out[g * n : (g + 1) * n]
+        block[:] = X
+        block[:, cols] = reference[cols]
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from streams.contracts.scores_v2 import ScoreReasons
 from streams.features import FEATURE_SPEC
 from streams.features.embeddings import EMBEDDING_DIM
-from streams.features.occlusion import interests_without
+from streams.features.occlusion import interests_without, occlude_groups
 from streams.model.bundle import ModelBundle
 
 N_REASONS = 3  # groups listed per score (largest |impact| first)
@@ -76,12 +76,8 @@ def occlusions(
     stacked = np.empty((n * (1 + g) + 1 + len(owner), X.shape[1]), dtype=np.float32)
     stacked[:n] = X
     stacked[n] = mean
-    start = n + 1
-    for cols in GROUP_COLUMNS.values():
-        block = stacked[start : start + n]
-        block[:] = X
-        block[:, cols] = mean[cols]
-        start += n
+    start = n + 1 + g * n
+    occlude_groups(X, mean, list(GROUP_COLUMNS.values()), out=stacked[n + 1 : start])
     copies = stacked[start:]
     copies[:] = X[owner]
     copies[:, :EMBEDDING_DIM] = interests_without(
