@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,12 +87,12 @@ class Settings(BaseSettings):
         description="Dead-letter topic (clickstream-dlq.v2 records: no raw identifiers).",
     )  # fmt: skip
     topic_erasure: str = Field(
-        "intentflow.erasure-commands.v1", min_length=1,
-        description="Erase commands (pseudonymous), co-partitioned with the input.",
+        "", description="Erase commands (pseudonymous), co-partitioned with the input "
+        "(default: <app id>.erasure-commands.v1, so each app replays only its own).",
     )  # fmt: skip
     topic_erasure_receipts: str = Field(
-        "intentflow.erasure-receipts.v1", min_length=1,
-        description="Receipts of executed erase commands.",
+        "", description="Receipts of executed erase commands "
+        "(default: <app id>.erasure-receipts.v1).",
     )  # fmt: skip
     scores_retention_hours: int = Field(
         24, ge=1, description="Retention of the scores topic (it carries raw user ids)."
@@ -194,6 +195,20 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{server!r} is not host:port")
         return ",".join(servers)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _app_scoped_topics(cls, data: Any) -> Any:
+        """Erase commands belong to one app (its consumer group replays them from the start):
+        their topics default to names under the app id."""
+        if isinstance(data, dict):
+            app = data.get("app_id") or "intentflow"
+            data.setdefault("topic_erasure", f"{app}.erasure-commands.v1")
+            data.setdefault("topic_erasure_receipts", f"{app}.erasure-receipts.v1")
+            for name in ("topic_erasure", "topic_erasure_receipts"):
+                if not data[name]:
+                    data[name] = f"{app}.{name.removeprefix('topic_').replace('_', '-')}.v1"
+        return data
 
     @field_validator("pseudonym_keys")
     @classmethod
