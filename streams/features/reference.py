@@ -60,9 +60,12 @@ class Reference:
         return int(self.mean.shape[0])
 
     def bins(self, X: np.ndarray) -> np.ndarray:  # noqa: N803 - X is the usual name
-        """The bin of every value: intp ``(n, F)``."""
-        x = np.asarray(X, dtype=np.float64)
-        return (x[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
+        """The bin of every value, the number of its feature's edges <= it: intp ``(n, F)``."""
+        x = np.asarray(X)
+        out = np.empty(x.shape, dtype=np.intp)
+        for f, edges in enumerate(self.edges):  # one binary search per feature, all rows
+            out[:, f] = np.searchsorted(edges, x[:, f], side="right")
+        return out
 
     def bin_counts(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Rows per (feature, bin): int64 ``(F, BINS)``."""
