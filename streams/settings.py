@@ -105,6 +105,10 @@ class Settings(BaseSettings):
 
     # Worker
     app_id: str = Field("intentflow", min_length=1, description="Consumer group and app id.")
+    standby_replicas: int = Field(
+        1, ge=0, le=8, description="Warm copies of each profile partition kept by other workers "
+        "(Faust standby replicas); the group caps it at workers - 1, so one worker keeps none.",
+    )  # fmt: skip
     checkpoint_interval_seconds: float = Field(
         1.0, gt=0, le=60, description="How often scores, profiles and input offsets are "
         "checkpointed (see the README's delivery guarantees).",

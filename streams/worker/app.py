@@ -97,6 +97,9 @@ def create_app(
         broker_consumer=[
             f"{faust_compat.CONSUMER_SCHEME}://{server}" for server in settings.bootstrap_servers
         ],
+        broker_producer=[
+            f"{faust_compat.CONSUMER_SCHEME}://{server}" for server in settings.bootstrap_servers
+        ],
         broker_credentials=broker_credentials(connection(settings)),
         broker_client_id=f"{settings.app_id}-worker",
         broker_request_timeout=40.0,
@@ -115,7 +118,7 @@ def create_app(
         value_serializer="raw",
         store=faust_compat.STORE_URL,
         datadir=str(settings.data_dir),
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         table_cleanup_interval=300.0,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -124,6 +127,9 @@ def create_app(
         stream_buffer_maxsize=max(4096, settings.batch_max * 4),
         stream_wait_empty=True,
         web_enabled=True,
+        # Only /metrics, /livez and /readyz: no router, table, graph, stats or index pages.
+        web=faust_compat.WEB_URL,
+        web_router_enabled=False,
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,

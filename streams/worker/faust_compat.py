@@ -14,11 +14,15 @@ from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
+from faust.web.drivers import DRIVERS as WEB_DRIVERS
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 STORE_URL = "intentflow-rocksdb://"
 CONSUMER_SCHEME = "intentflow-batch"  # broker_consumer=["intentflow-batch://host:port"]
+WEB_URL = "intentflow-aiohttp://"
 
 
 class BatchConsumer(AIOKafkaConsumer):
@@ -48,25 +52,127 @@ class BatchConsumer(AIOKafkaConsumer):
         return records, active
 
 
+class ChangelogTrackingProducer(AIOKafkaProducer):
+    """Faust's aiokafka producer that tells a table's store the offset of each changelog
+    record it delivered (see ``ChangelogRecoveredStore.cover_own_writes``)."""
+
+    _stores: dict[str, ChangelogRecoveredStore] | None = None
+
+    async def send(  # noqa: PLR0917  (Faust's signature)
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+        *,
+        transactional_id: str | None = None,
+    ) -> Any:
+        future: Any = await super().send(
+            topic, key, value, partition, timestamp, headers, transactional_id=transactional_id
+        )
+        store = self._changelog_stores().get(topic)
+        if store is not None:
+            future.add_done_callback(store.note_delivered)
+        return future
+
+    def _changelog_stores(self) -> dict[str, ChangelogRecoveredStore]:
+        if not self._stores:
+            self._stores = {
+                table.changelog_topic.get_topic_name(): table.data
+                for table in self.app.tables.values()
+                if isinstance(table.data, ChangelogRecoveredStore)
+            }
+        return self._stores
+
+
 class BatchTransport(AIOKafkaTransport):
-    """The aiokafka transport with ``BatchConsumer``."""
+    """The aiokafka transport with ``BatchConsumer`` and ``ChangelogTrackingProducer``."""
 
     Consumer = BatchConsumer
+    Producer = ChangelogTrackingProducer
 
 
 class ChangelogRecoveredStore(RocksDBStore):
-    """RocksDB that rebuilds every partition it is assigned from the changelog.
+    """RocksDB whose remembered changelog position is only ever where it has *read* the
+    changelog to (recovery and standby replicas), never the offset of a write of its own.
 
-    Faust's RocksDB store remembers how far it had read each changelog partition and, on a
-    later assignment, reads only past that point. After a partition moved away and back (a
-    takeover) that shortcut skipped the other worker's writes in our tests, and the
-    partition's stream was never resumed. Reading the compacted changelog from the start makes
-    the table equal to the changelog after every rebalance, at the cost of a longer recovery
-    (measured in bench/: 200k users).
+    Faust stores that position in each partition's database and, on a later assignment, reads
+    the changelog only past it: after a restart, and after a standby replica is promoted, the
+    partition catches up from there instead of from the start. Faust's table also records the
+    offsets of its own changelog sends there; a send delivered after its partition had moved
+    away once recorded a position past the new owner's writes, which a later assignment then
+    skipped. The batch runner writes the table below Faust's table API, and this store ignores
+    any position that does not come from reading the changelog, so that cannot recur. Every
+    position it keeps is one up to which the database holds every record of the changelog.
     """
 
-    def persisted_offset(self, tp: Any) -> int | None:
-        return None
+    _reading_changelog = False
+    _delivered: dict[int, set[int]]  # partition -> own changelog offsets, delivered
+
+    def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
+        self._reading_changelog = True
+        try:
+            super().apply_changelog_batch(batch, to_key, to_value)
+        finally:
+            self._reading_changelog = False
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        if self._reading_changelog:
+            super().set_persisted_offset(tp, offset)
+
+    def _position(self, partition: int) -> int | None:
+        found = self._db_for_partition(partition).get(self.offset_key)
+        return int(found) if found is not None else None
+
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        """Recovery read each active partition up to the changelog's end as it was when
+        recovery began: the database holds every record up to there, even where the last
+        records were compacted away or the partition is empty."""
+        await super().on_recovery_completed(active_tps, standby_tps)
+        tables: Any = self.app.tables
+        read_to = tables.recovery.active_highwaters  # last offset read to (highwater - 1)
+        for tp in active_tps:
+            last, position = read_to.get(tp), self._position(tp.partition)
+            if last is not None and (position is None or position < last):
+                # -1 for an empty changelog: the position Faust itself starts reading from
+                self._db_for_partition(tp.partition).put(self.offset_key, str(last).encode())
+        self._delivered = {}
+
+    def note_delivered(self, future: Any) -> None:
+        """A changelog record this worker produced was delivered (a send future's callback)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        meta = future.result()
+        if not hasattr(self, "_delivered"):
+            self._delivered = {}
+        self._delivered.setdefault(meta.partition, set()).add(meta.offset)
+
+    def cover_own_writes(self, partition: int, batch: Any) -> None:
+        """Move the partition's position over this worker's own changelog records once they
+        are in the database (``batch`` writes them; the position goes into the same batch).
+        Only a run of consecutive offsets right after the position counts: a record of another
+        writer in between (a worker that lost the partition and still wrote) stops the run, so
+        the next recovery reads that record rather than skipping it."""
+        own = getattr(self, "_delivered", {}).get(partition)
+        position = self._position(partition)
+        if not own or position is None:
+            return
+        moved = position
+        while moved + 1 in own:
+            moved += 1
+        own.difference_update([o for o in own if o <= moved])
+        if moved > position:
+            batch.put(self.offset_key, str(moved).encode())
+
+
+class HardenedWeb(AiohttpWeb):
+    """Faust's aiohttp web server without its index page (Faust serves it whenever the
+    statistics pages are off). With the router, table, graph, statistics and performance
+    pages switched off in the app's settings, only the pages the worker adds remain."""
+
+    production_blueprints = ()
 
 
 class BatchLevelMonitor(PrometheusMonitor):
@@ -107,6 +213,7 @@ def install() -> None:
     """Register the store and transport aliases (idempotent)."""
     STORES.aliases[STORE_URL.split(":", maxsplit=1)[0]] = f"{__name__}:ChangelogRecoveredStore"
     TRANSPORTS.aliases[CONSUMER_SCHEME] = f"{__name__}:BatchTransport"
+    WEB_DRIVERS.aliases[WEB_URL.split(":", maxsplit=1)[0]] = f"{__name__}:HardenedWeb"
 
 
 def tp(topic: str, partition: int) -> TP:
@@ -129,6 +236,8 @@ def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes | Non
             batch.delete(key)
         else:
             batch.put(key, value)
+    if isinstance(table.data, ChangelogRecoveredStore):
+        table.data.cover_own_writes(partition, batch)  # delivered before: checkpoint step 2
     partition_db(table, partition).write(batch)
 
 

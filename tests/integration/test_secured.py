@@ -218,6 +218,11 @@ def test_end_to_end_over_mutual_tls(
     ).start()
     try:
         worker.wait_ready(timeout=150)
+        # The web surface: the worker's three pages and nothing of Faust's.
+        for path in ("/metrics", "/livez", "/readyz"):
+            assert worker.get(path)[0] == 200, path
+        for path in ("/", "/router/", "/table/", "/graph/", "/stats/", "/performance/"):
+            assert worker.get(path)[0] == 404, path
         ids = simulate(app, conn(broker, SIMULATOR, Security.SSL), tmp_path, events=300)
         seen = read_scores(
             conn(broker, MARKETING, Security.SSL), app.settings.topic_scores, ids, 90
