@@ -194,3 +194,14 @@ def test_an_interest_left_out_equals_the_embedding_computed_without_it() -> None
         0,
         EMBEDDING_DIM,
     )
+
+
+def test_every_reason_code_is_explained_in_the_readme() -> None:
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme[readme.index("| Code | What it means |") :].splitlines()[2:]
+    rows = [line for line in lines[: next(i for i, x in enumerate(lines) if not x.startswith("|"))]]
+    documented = [row.split("`")[1] for row in rows]
+    assert documented == list(GROUP_NAMES)
+    assert all(len(row.split("|")[2].strip()) > 20 for row in rows)  # a sentence each
