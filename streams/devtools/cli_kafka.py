@@ -138,6 +138,66 @@ def status(home: Path, port: int | None, controller_port: int | None) -> None:
     sys.exit(1)
 
 
+@kafka.command("secrets")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path), required=True,
+    help="Where to write: DIR/clients (CA, keys, passwords, one <user>.env per user) and "
+    "DIR/broker (server.properties, format-args, cluster-id).",
+)  # fmt: skip
+@click.option(
+    "--security", type=click.Choice([s.value for s in Security if s is not Security.NONE]),
+    default=Security.SASL_SSL.value, show_default=True,
+)  # fmt: skip
+@click.option("--host", default="kafka", show_default=True, help="The broker's name for clients.")
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--controller-port", type=int, default=9093, show_default=True)
+@click.option(
+    "--data", type=click.Path(path_type=Path), default=Path("/var/lib/kafka/data"),
+    show_default=True, help="The broker's log.dirs.",
+)  # fmt: skip
+def secrets_command(
+    *, directory: Path, security: str, host: str, port: int, controller_port: int, data: Path
+) -> None:
+    """Make a secured broker's certificates, users and configuration for a container (see
+    docker-compose.secured.yml); existing secrets are kept."""
+    from streams.devtools.kafka_security import container_files
+
+    files = container_files(
+        directory, Security(security), host=host, port=port, controller_port=controller_port,
+        data=data,
+    )  # fmt: skip
+    for name, path in files.items():
+        click.echo(f"{name}: {path}")
+
+
+@kafka.command("provision")
+@click.option(
+    "--worker-creates-topics", is_flag=True,
+    help="Grant the worker CREATE on its topics instead of creating them now.",
+)  # fmt: skip
+@click.option("--worker-user", default=WORKER, show_default=True)
+@click.option("--producer-user", default=SIMULATOR, show_default=True)
+@click.option("--reader-user", default=MARKETING, show_default=True)
+def provision_command(
+    *, worker_creates_topics: bool, worker_user: str, producer_user: str, reader_user: str
+) -> None:
+    """As an admin (INTENTFLOW_KAFKA_* of an admin user), create the app's topics (from the
+    INTENTFLOW_* settings) and grant each principal exactly its ACLs (User:<name>)."""
+    from streams.devtools.kafka_security import provision
+    from streams.kafka.connection import connection
+
+    settings = load_settings()
+    acls = provision(
+        connection(settings),
+        settings,
+        worker_creates_topics=worker_creates_topics,
+        worker=worker_user,
+        producer=producer_user,
+        reader=reader_user,
+    )
+    click.echo("ACLs: " + ", ".join(f"User:{user} {n}" for user, n in acls.items()))
+
+
 @click.group()
 def topics() -> None:
     """Manage intentflow's topics."""

@@ -198,17 +198,25 @@ def server_properties(
     controller_port: int,
     data: Path,
     secrets_: Secrets,
+    *,
+    bind: str | None = None,
 ) -> str:
     """``server.properties`` of a secured single-node KRaft broker with one client listener per
-    ``(security, port)`` (see the module doc); the first also carries inter-broker traffic."""
+    ``(security, port)`` (see the module doc); the first also carries inter-broker traffic.
+    Clients reach it at ``host``; it binds ``bind`` (default: ``host``; ``0.0.0.0`` in a
+    container, whose name is not one of its addresses)."""
     names = [security.protocol.value for security, _ in listeners]  # named by their protocol
-    ours = ",".join(f"{n}://{host}:{port}" for n, (_, port) in zip(names, listeners, strict=True))
+    at = bind or host
+
+    def spelled(address: str) -> str:
+        return ",".join(f"{n}://{address}:{p}" for n, (_, p) in zip(names, listeners, strict=True))
+
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{host}:{controller_port}",
-        f"listeners={ours},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners={ours}",
+        f"listeners={spelled(at)},CONTROLLER://{at}:{controller_port}",
+        f"advertised.listeners={spelled(host)}",
         "controller.listener.names=CONTROLLER",
         f"inter.broker.listener.name={names[0]}",
         "listener.security.protocol.map="
@@ -243,7 +251,7 @@ def server_properties(
             f"ssl.keystore.key={_one_line(key.read_bytes())}",
             f"ssl.keystore.certificate.chain={_one_line(chain)}",
             "ssl.truststore.type=PEM",
-            f"ssl.truststore.location={secrets_.ca_file}",
+            f"ssl.truststore.certificates={_one_line(secrets_.ca_file.read_bytes())}",
             "ssl.endpoint.identification.algorithm=https",
             # A client certificate's CN is its principal: User:intentflow, as with SASL.
             "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
@@ -273,15 +281,18 @@ def settings_overrides(conn: KafkaConnection) -> dict[str, object]:
 
 
 def provision(
-    admin: KafkaConnection, settings: Settings, *, worker_creates_topics: bool = False
+    admin: KafkaConnection,
+    settings: Settings,
+    *,
+    worker_creates_topics: bool = False,
+    worker: str = WORKER,
+    producer: str = SIMULATOR,
+    reader: str = MARKETING,
 ) -> dict[str, int]:
-    """Topics and ACLs of one intentflow app on a secured broker, made as ``admin``: the
-    input, scores and dead-letter topics and the profile changelog (unless the worker is to
-    create them), and the ACLs of the worker, the simulator and the score readers. Returns
-    the number of ACLs per principal."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
+    """Topics and ACLs of one intentflow app on a secured cluster, made as ``admin``: every
+    topic of the app and the profile changelog (unless the worker is to create them), and the
+    ACLs of the worker, the producer of events and the score readers (each ``User:<name>``).
+    Returns the number of ACLs per principal."""
     from streams.kafka.access import (
         changelog_topic,
         grant,
@@ -289,31 +300,75 @@ def provision(
         score_reader_grants,
         worker_grants,
     )
-    from streams.kafka.topics import create_topics
+    from streams.kafka.topics import create_topics, ensure_changelog
     from streams.settings import load_settings
 
     if not worker_creates_topics:
         as_admin = load_settings(**(settings.model_dump() | settings_overrides(admin)))
         create_topics(as_admin)
-        client = _kafka_admin(admin)
-        try:
-            spec = NewTopic(
-                changelog_topic(settings), settings.partitions, settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"},
-            )  # fmt: skip
-            client.create_topics([spec])
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            client.close()
+        ensure_changelog(as_admin, changelog_topic(settings))
     return {
-        WORKER: grant(admin, WORKER, worker_grants(settings, create_topics=worker_creates_topics)),
-        SIMULATOR: grant(admin, SIMULATOR, producer_grants(settings)),
-        MARKETING: grant(admin, MARKETING, score_reader_grants(settings)),
+        worker: grant(admin, worker, worker_grants(settings, create_topics=worker_creates_topics)),
+        producer: grant(admin, producer, producer_grants(settings)),
+        reader: grant(admin, reader, score_reader_grants(settings)),
     }
 
 
-def _kafka_admin(conn: KafkaConnection):  # type: ignore[no-untyped-def]
-    from kafka import KafkaAdminClient
+def client_properties(security: Security, secrets_: Secrets, user: str = BROKER) -> str:
+    """Java client properties that connect as ``user`` (the broker's own by default: Kafka's
+    command-line tools, e.g. a container's health check, with ``--command-config``)."""
+    lines = [f"security.protocol={security.protocol.value}"]
+    if security.sasl:
+        password = secrets_.passwords[user]
+        lines += [
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";',
+        ]
+    if security.tls:
+        lines += [
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.certificates={_one_line(secrets_.ca_file.read_bytes())}",
+        ]
+    if security is Security.SSL:
+        cert, key = secrets_.cert(user)
+        lines += [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.key={_one_line(key.read_bytes())}",
+            f"ssl.keystore.certificate.chain={_one_line(cert.read_bytes())}",
+        ]
+    return "\n".join(lines) + "\n"
 
-    return KafkaAdminClient(**conn.kafka_python(), client_id="intentflow-provision")
+
+def container_files(
+    directory: Path,
+    security: Security,
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    data: Path,
+) -> dict[str, Path]:
+    """A secured broker's files for a container (``docker-compose.secured.yml``):
+    ``directory/clients`` holds the CA, every key and password and one ``<user>.env`` per user
+    (for the intentflow containers); ``directory/broker`` holds only what the broker reads:
+    ``server.properties`` (bound to 0.0.0.0, reached at ``host``), ``format-args`` (the SCRAM
+    credentials for ``kafka-storage.sh format``, one argument a line), ``cluster-id`` and
+    ``client.properties`` (the broker's own login, for its health check).
+    Made once; running it again keeps the existing secrets."""
+    secrets_ = Secrets.load_or_create(directory / "clients", (host,))
+    envs = write_env_files(security, f"{host}:{port}", secrets_)
+    broker = directory / "broker"
+    broker.mkdir(parents=True, exist_ok=True)
+    os.chmod(broker, 0o700)
+    properties = server_properties(
+        [(security, port)], host, controller_port, data, secrets_, bind="0.0.0.0"
+    )
+    write_private(broker / "server.properties", properties.encode())
+    write_private(broker / "format-args", "\n".join(scram_format_args(secrets_)).encode())
+    write_private(broker / "client.properties", client_properties(security, secrets_).encode())
+    cluster_id = broker / "cluster-id"
+    if not cluster_id.exists():
+        raw = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        cluster_id.write_text(("A" + raw[1:]) if raw.startswith("-") else raw)
+    return {"server.properties": broker / "server.properties", **envs}
