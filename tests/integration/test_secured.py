@@ -259,6 +259,13 @@ def test_a_wrong_password_stops_the_worker_with_a_clear_error(
     assert f"not-{unique}" not in output
     assert right.sasl_password is not None
     assert right.sasl_password.get_secret_value() not in output
+    # Tools that connect through topic admin (kafka-python) explain the same failure.
+    tail = run_cli(
+        ["scores", "--max", "1"],
+        app.as_(replace(conn(broker, MARKETING, Security.SASL_SSL), sasl_password=SecretStr("x")),
+                INTENTFLOW_KAFKA_CONNECT_TIMEOUT_SECONDS="3"),
+    )  # fmt: skip
+    assert_clear_failure(tail, "refused the SASL login of user 'marketing'")
 
 
 def test_an_untrusted_ca_stops_the_worker_with_a_clear_error(
