@@ -27,6 +27,7 @@ def test_simulated_events_round_trip_through_kafka(bootstrap: str, unique: str) 
         topic_events=f"it-events-{unique}",
         topic_scores=f"it-scores-{unique}",
         topic_dlq=f"it-dlq-{unique}",
+        app_id=f"it-app-{unique}",  # its own erase-command topics too
         partitions=3,
     )
     create_topics(settings)

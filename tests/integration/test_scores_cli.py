@@ -23,6 +23,7 @@ def test_scores_tails_the_topic_readably_and_as_json(bootstrap: str, unique: str
         topic_events=f"e-{unique}",
         topic_scores=f"s-{unique}",
         topic_dlq=f"d-{unique}",
+        app_id=f"app-{unique}",  # its own erase-command topics too
     )
     create_topics(settings)
     score = {
@@ -50,7 +51,9 @@ def test_scores_tails_the_topic_readably_and_as_json(bootstrap: str, unique: str
 
 
 def test_dedupe_prints_each_event_id_once_within_its_window(bootstrap: str, unique: str) -> None:
-    settings = load_settings(kafka_bootstrap=bootstrap, topic_scores=f"s-{unique}")
+    settings = load_settings(
+        kafka_bootstrap=bootstrap, topic_scores=f"s-{unique}", app_id=f"app-{unique}"
+    )
     create_topics(settings)
 
     def score(event_id: str, **fields: object) -> bytes:
