@@ -107,6 +107,15 @@ def _bucket(frame: str) -> str:
     return "other"
 
 
+WAITING = "event loop waiting in epoll (idle or polling)"
+
+
+def _waiting(function: str) -> bool:
+    """An innermost frame that is the event loop waiting on its sockets (epoll): py-spy can
+    count it as active, but it is idle or nearly so, not work done for events."""
+    return function == WAITING or function.startswith(("EpollSelector.select ", "select ("))
+
+
 def summarize(folded: Path, top: int = 40) -> tuple[str, dict[str, object]]:
     """A text report of the hottest functions (self and inclusive) and the layers."""
     self_counts: Counter[str] = Counter()
@@ -129,7 +138,7 @@ def summarize(folded: Path, top: int = 40) -> tuple[str, dict[str, object]]:
         if not named:
             continue
         self_counts[named[-1]] += count
-        layer_counts[_bucket(named[-1])] += count
+        layer_counts[WAITING if _waiting(named[-1]) else _bucket(named[-1])] += count
         for f in set(named):
             incl_counts[f] += count
     if total == 0:
@@ -145,8 +154,10 @@ def summarize(folded: Path, top: int = 40) -> tuple[str, dict[str, object]]:
     lines += [*table("By layer (self time of the innermost frame)", layer_counts), ""]
     lines += [*table("Hottest functions, self time", self_counts), ""]
     lines += table("Hottest call trees, inclusive time", incl_counts)
+    idle = sum(c for name, c in self_counts.items() if _waiting(name))
     summary = {
         "samples": total,
+        "waiting_percent": round(100 * idle / total, 1),
         "layers": {k: round(100 * v / total, 1) for k, v in layer_counts.most_common()},
         "top_self": [
             {"function": k, "percent": round(100 * v / total, 1)}

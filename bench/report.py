@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import profiling
+
 
 def _get(doc: dict[str, Any], *path: str) -> Any:
     cur: Any = doc
@@ -434,27 +436,37 @@ def summary(doc: dict[str, Any]) -> str:
 
 def _profile_tables(prof: dict[str, Any], cpu_us_per_event: float | None) -> list[str]:
     """Layers and hottest functions; with the CPU per event of the same kind of run, each
-    share as µs per event too (samples are of busy threads, so this is an estimate)."""
+    share as µs per event too: the CPU per event spread over the samples that are not the
+    event loop waiting in epoll (samples are of busy threads, so this is an estimate)."""
+    waiting = float(prof.get("waiting_percent") or 0.0)
+    busy = max(100.0 - waiting, 1e-9)
     head = "| share | µs/event (est.) |" if cpu_us_per_event else "| share |"
     rule = "|---|---|---|" if cpu_us_per_event else "|---|---|"
 
-    def cells(pct: float) -> str:
+    def cells(name: str, pct: float) -> str:
         if not cpu_us_per_event:
             return f"{pct}% |"
-        return f"{pct}% | {pct / 100 * cpu_us_per_event:.1f} |"
+        if profiling._waiting(name):
+            return f"{pct}% | (waiting) |"
+        return f"{pct}% | {pct / busy * cpu_us_per_event:.1f} |"
 
     lines = []
     if cpu_us_per_event:
-        lines += [f"µs/event = share x {cpu_us_per_event:,.0f} µs of CPU per event.", ""]
+        lines += [
+            f"µs/event = share / {busy:.1f}% x {cpu_us_per_event:,.0f} µs of CPU per event: "
+            f"{waiting}% of the samples are the event loop waiting in epoll, which py-spy "
+            "counts as active here; they are left out of the estimate.",
+            "",
+        ]
     lines += [f"| layer (self time) {head}", rule]
     for layer, pct in list(prof.get("layers", {}).items())[:12]:
-        lines.append(f"| {layer} | {cells(pct)}")
+        lines.append(f"| {layer} | {cells(layer, pct)}")
     lines += ["", f"| hottest functions (self) {head}", rule]
     for row in prof.get("top_self", [])[:15]:
-        lines.append(f"| `{row['function']}` | {cells(row['percent'])}")
+        lines.append(f"| `{row['function']}` | {cells(row['function'], row['percent'])}")
     lines += ["", f"| hottest call trees (inclusive) {head}", rule]
     for row in prof.get("top_inclusive", [])[:15]:
-        lines.append(f"| `{row['function']}` | {cells(row['percent'])}")
+        lines.append(f"| `{row['function']}` | {cells(row['function'], row['percent'])}")
     return lines
 
 

@@ -20,6 +20,7 @@ def test_profile_summary_counts_self_and_inclusive_time(tmp_path: Path) -> None:
     text, summary = profiling.summarize(folded)
     assert summary["samples"] == 40
     assert summary["layers"]["intentflow features (pure)"] == 75.0
+    assert summary["waiting_percent"] == 25.0  # the event loop in select: idle, not work
     assert summary["top_self"][0] == {
         "function": "update (streams/features/profile.py)",
         "percent": 75.0,
