@@ -49,6 +49,8 @@ class Config:
     old_worker: str = "f87345e"
     # BENCH_SYSTEMS: a subset of passthrough,worker,plain_loop,quix,old to drain (empty: all)
     systems: tuple[str, ...] = ()
+    # BENCH_VARIANTS: worker variants drained too, e.g. worker@INTENTFLOW_PUBLISH_SCORES_V2=false
+    variants: tuple[str, ...] = ()
     # BENCH_LATENCY_QUIX=1: also offer the fixed rate to the Quix job (latency and CPU)
     latency_quix: bool = True
 
@@ -81,5 +83,6 @@ class Config:
             keep=os.environ.get("BENCH_KEEP", "0") == "1",
             old_worker=os.environ.get("BENCH_OLD_WORKER", cls.old_worker).strip(),
             systems=tuple(_list("BENCH_SYSTEMS", "")),
+            variants=tuple(_list("BENCH_VARIANTS", "")),
             latency_quix=os.environ.get("BENCH_LATENCY_QUIX", "1") == "1",
         )

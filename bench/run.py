@@ -134,7 +134,7 @@ def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
         s
         for s in [*drain.SYSTEMS, *setup.sources]
         if not cfg.systems or s in cfg.systems or (s in setup.sources and "old" in cfg.systems)
-    ]
+    ] + list(cfg.variants)
     runs: dict[str, list[drain.DrainRun]] = {s: [] for s in systems}
     for rep in range(cfg.repeats):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
@@ -179,7 +179,9 @@ def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
     res.doc["drain_total_events_per_s"] = {s: detail[s]["total_per_s"]["median"] for s in detail}
     cpu = {s: detail[s]["cpu_us_per_event"]["median"] for s in detail}
     res.doc["drain_cpu_us_per_event"] = cpu
-    others = [s for s in ("passthrough", "plain_loop", "quix", *setup.sources) if s in med]
+    others = [
+        s for s in ("passthrough", "plain_loop", "quix", *setup.sources, *cfg.variants) if s in med
+    ]
     if "worker" in med:
         res.doc["ratios"] = {f"worker_vs_{s}": round(med["worker"] / med[s], 3) for s in others}
         res.doc["ratios_by_cpu"] = {  # CPU per event is less sensitive to a busy machine
