@@ -89,7 +89,9 @@ class Results:
         }
 
     def section(self, name: str) -> None:
-        self.doc["load_avg_by_section"][name] = load_avg()
+        """Note the load average as a section starts (the first step of it: the drain's
+        profile is a second step of the drain section)."""
+        self.doc["load_avg_by_section"].setdefault(name, load_avg())
 
     def skip(self, what: str, why: str) -> None:
         log(f"SKIPPED {what}: {why}")
