@@ -66,7 +66,8 @@ def test_start_status_stop(broker_env: tuple[dict[str, str], list[str], Path]) -
 
     status = _run(["kafka", "status", *args], env)
     assert (
-        status.returncode == 0 and f"healthy at 127.0.0.1:{port} (pid {pids[0]})" in status.stdout
+        status.returncode == 0
+        and f"healthy at 127.0.0.1:{port} (pid {pids[0]}, security none)" in status.stdout
     )
 
     again = _run(["kafka", "start", *args], env)  # a no-op: same process, still healthy
