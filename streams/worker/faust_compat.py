@@ -13,6 +13,7 @@ from faust.sensors.prometheus import PrometheusMonitor
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
@@ -25,6 +26,22 @@ CONSUMER_SCHEME = "intentflow-batch"  # broker_consumer=["intentflow-batch://hos
 WEB_URL = "intentflow-aiohttp://"
 
 
+FETCH_MAX_WAIT_MS = 100
+
+
+class BatchConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with a short fetch wait. Faust hard-codes
+    ``fetch_max_wait_ms=1500``: aiokafka keeps one fetch in flight per broker and leaves out
+    the partitions whose records it still holds, so a fetch of only the idle partitions sat
+    at the broker for 1.5 s while records for the others waited behind it (bench/: p99 2.2 s
+    at 3,200 events/s with the worker using a third of a core; 62 ms with 100 ms)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
 class BatchConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, whose fetches of the input topic go to the batch runner.
 
@@ -33,6 +50,9 @@ class BatchConsumer(AIOKafkaConsumer):
     they are applied and sent). The rest (changelog records during recovery and standby)
     continue into Faust as usual.
     """
+
+    def _new_consumer_thread(self) -> Any:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> Any:
         generation = self.app.consumer_generation_id

@@ -46,3 +46,33 @@ def test_app_declares_co_partitioned_topics_table_and_one_agent(tmp_path: Path) 
         assert app.conf.datadir.is_relative_to(tmp_path)
     finally:
         w.executor.shutdown()
+
+
+def test_the_batch_consumer_fetches_with_a_short_wait(tmp_path: Path) -> None:
+    """Faust hard-codes a 1.5 s fetch wait; the worker's consumer waits 100 ms (bench/: the
+    long wait held records of busy partitions behind fetches of idle ones)."""
+    import asyncio
+
+    from streams.worker.faust_compat import FETCH_MAX_WAIT_MS, BatchConsumerThread
+
+    settings = load_settings(app_id="wiring-fetch", data_dir=tmp_path)
+    metrics = Metrics()
+    w = create_app(
+        settings,
+        models=ModelServer(settings.model_path, threads=1, on_outcome=metrics.model_outcome),
+        metrics=metrics,
+    )
+    try:
+
+        async def build() -> int:
+            thread = w.app.consumer._new_consumer_thread()
+            assert isinstance(thread, BatchConsumerThread)
+            aio = thread._create_worker_consumer(w.app.consumer.transport)
+            try:
+                return int(aio._fetch_max_wait_ms)
+            finally:
+                await aio.stop()  # never started: only closes its client
+
+        assert asyncio.run(build()) == FETCH_MAX_WAIT_MS == 100
+    finally:
+        w.executor.shutdown()
