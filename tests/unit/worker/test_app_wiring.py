@@ -53,9 +53,9 @@ def test_the_batch_consumer_fetches_with_a_short_wait(tmp_path: Path) -> None:
     long wait held records of busy partitions behind fetches of idle ones)."""
     import asyncio
 
-    from streams.worker.faust_compat import FETCH_MAX_WAIT_MS, BatchConsumerThread
+    from streams.worker.faust_compat import BatchConsumerThread
 
-    settings = load_settings(app_id="wiring-fetch", data_dir=tmp_path)
+    settings = load_settings(app_id="wiring-fetch", data_dir=tmp_path, fetch_min_bytes=4096)
     metrics = Metrics()
     w = create_app(
         settings,
@@ -64,15 +64,15 @@ def test_the_batch_consumer_fetches_with_a_short_wait(tmp_path: Path) -> None:
     )
     try:
 
-        async def build() -> int:
+        async def build() -> tuple[int, int]:
             thread = w.app.consumer._new_consumer_thread()
             assert isinstance(thread, BatchConsumerThread)
             aio = thread._create_worker_consumer(w.app.consumer.transport)
             try:
-                return int(aio._fetch_max_wait_ms)
+                return int(aio._fetch_max_wait_ms), int(aio._fetch_min_bytes)
             finally:
                 await aio.stop()  # never started: only closes its client
 
-        assert asyncio.run(build()) == FETCH_MAX_WAIT_MS == 100
+        assert asyncio.run(build()) == (100, 4096)  # Faust's own: 1,500 ms and 1 byte
     finally:
         w.executor.shutdown()
