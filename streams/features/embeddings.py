@@ -100,20 +100,12 @@ class CategoryEmbeddings:
 
     def save(self, path: Path) -> None:
         """Write an ``.npz`` (ids, matrix, format version), atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    ids=np.array(self.ids, dtype=np.str_),
-                    matrix=self.matrix,
-                    format_version=np.array(EMBEDDINGS_FORMAT_VERSION),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz_atomically(
+            Path(path),
+            ids=np.array(self.ids, dtype=np.str_),
+            matrix=self.matrix,
+            format_version=np.array(EMBEDDINGS_FORMAT_VERSION),
+        )
 
     @classmethod
     def load(cls, path: Path) -> CategoryEmbeddings:
@@ -138,3 +130,16 @@ class CategoryEmbeddings:
             return cls(ids, matrix)
         except ValueError as exc:
             raise DataError(f"embedding table {path} is inconsistent: {exc}") from None
+
+
+def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` under a temporary name beside ``path`` and rename it into place, so a
+    reader (a hot-reloading worker) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as its own flags
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

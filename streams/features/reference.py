@@ -12,8 +12,6 @@ Histograms are per feature; a group's drift is that of its most drifted feature
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streams.errors import DataError
+from streams.features.embeddings import save_npz_atomically
 
 REFERENCE_FORMAT_VERSION = 1
 BINS = 10  # per feature: cut at the training deciles (fewer where values repeat)
@@ -75,22 +74,14 @@ class Reference:
 
     def save(self, path: Path) -> None:
         """Write an ``.npz``, atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=self.mean,
-                    edges=self.edges,
-                    expected=self.expected,
-                    rows=np.array(self.rows),
-                    format_version=np.array(REFERENCE_FORMAT_VERSION),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz_atomically(
+            Path(path),
+            mean=self.mean,
+            edges=self.edges,
+            expected=self.expected,
+            rows=np.array(self.rows),
+            format_version=np.array(REFERENCE_FORMAT_VERSION),
+        )
 
     @classmethod
     def load(cls, path: Path) -> Reference:
