@@ -72,7 +72,14 @@ def test_no_store_keeps_a_raw_shopper_id(bootstrap: str, tmp_path: Path, unique:
             stack.settings.kafka_bootstrap, stack.settings.topic_dlq,
             lambda recs: len(recs) >= rejected, timeout=60,
         )  # fmt: skip
-        time.sleep(stack.settings.checkpoint_interval_seconds * 2)  # the last checkpoint
+        # Every shopper's profile has reached the changelog (the last checkpoint is done).
+        changelog_topic = f"{stack.settings.app_id}-user_profile-changelog"
+        deadline = time.monotonic() + 60
+        while len(
+            {r.key for r in read_topic(stack.settings.kafka_bootstrap, changelog_topic)}
+        ) < len(CANARIES):
+            assert time.monotonic() < deadline, "the profiles never reached the changelog"
+            time.sleep(0.5)
         status, metrics = worker.get("/metrics")
         assert status == 200
     finally:
