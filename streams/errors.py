@@ -76,6 +76,11 @@ class ExportParityError(ModelError):
     the tf2onnx/onnxruntime versions and the opset."""
 
 
+class ProduceError(IntentflowError):
+    """Some produced records were not acknowledged by Kafka. Check the broker's log and the
+    topic's configuration (message.max.bytes, min.insync.replicas), then run it again."""
+
+
 class DataError(IntentflowError):
     """An input data file is unreadable or has no usable rows. Check the named file."""
 

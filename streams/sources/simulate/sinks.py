@@ -20,7 +20,7 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import KafkaException, Producer
 
-from streams.errors import IntentflowError, TopicConfigError
+from streams.errors import ProduceError, TopicConfigError
 from streams.kafka.connection import connection
 from streams.kafka.topics import existing_partitions
 from streams.settings import Settings
@@ -30,11 +30,6 @@ PROGRESS_EVERY_RECORDS = 4096
 BATCH_SIZE_BYTES = 256 * 1024
 LINGER_MS = 20
 COMPRESSIONS = ("auto", "lz4", "gzip", "none")
-
-
-class ProduceError(IntentflowError):
-    """Some simulated events were not acknowledged by Kafka. Check the broker's log and the
-    topic's configuration (message.max.bytes, min.insync.replicas), then run it again."""
 
 
 @dataclass
