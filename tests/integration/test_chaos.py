@@ -183,14 +183,6 @@ def build_chaos(unique: str) -> Chaos:
     return chaos
 
 
-@pytest.fixture
-def workers():
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
-
-
 def test_no_input_stops_the_worker(
     bootstrap: str, tmp_path: Path, unique: str, workers: list[WorkerProcess]
 ) -> None:

@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -41,16 +40,6 @@ pytestmark = pytest.mark.integration
 
 START = time.time() - 86_400  # event times in the past day: never ahead of the Kafka timestamp
 PROBE = b"__probe__"  # the changelog key of _wait_refused's probes (no user's)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        if w.proc is not None and w.proc.poll() is None:
-            os.killpg(w.proc.pid, signal.SIGCONT)  # a frozen worker cannot stop
-        w.stop()
 
 
 def ids_of(payloads: list[tuple[bytes, bytes]]) -> set[str]:

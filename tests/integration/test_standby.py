@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -17,24 +15,10 @@ from tests.integration.test_worker import (
     Stack,
     assert_profiles_match,
     feed_until_midstream,
-    make_stack,
     wait_scored,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stack(bootstrap: str, tmp_path: Path, unique: str) -> Stack:
-    return make_stack(bootstrap, tmp_path, unique)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 _ROW = re.compile(r"^\|\s*\S+\s*\|\s*(\d+)\s*\|\s*(-?\d+)\s*\|")

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,19 +65,6 @@ def make_stack(bootstrap: str, tmp: Path, unique: str, **overrides: str) -> Stac
     settings = load_settings(**{k.removeprefix("INTENTFLOW_").lower(): v for k, v in env.items()})
     create_topics(settings)
     return Stack(settings, env, current, bundles, tmp)
-
-
-@pytest.fixture
-def stack(bootstrap: str, tmp_path: Path, unique: str) -> Stack:
-    return make_stack(bootstrap, tmp_path, unique)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def wait_scored(stack: Stack, ids: set[str], timeout: float) -> list[tuple[bytes | None, bytes]]:
