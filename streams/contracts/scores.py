@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -38,6 +38,35 @@ class PurchaseScore(BaseModel):
     top_categories: Annotated[list[TopCategory], Field(max_length=50)]
 
 
+def score_fields(
+    event: ClickEvent,
+    probability: float,
+    *,
+    model_version: str,
+    feature_version: str,
+    top_categories: Sequence[tuple[str, float]],
+    scored_at: str,
+) -> dict[str, Any]:
+    """The fields every purchase-scores version carries, after ``schema_version`` (``scored_at``
+    is formatted once per batch by the caller)."""
+    return {
+        "user_id": event.user_id,
+        "event_id": event.event_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "scored_at": scored_at,
+        "purchase_probability": min(1.0, max(0.0, probability)),
+        "model_version": model_version,
+        "feature_version": feature_version,
+        "top_categories": [{"category_id": c, "weight": w} for c, w in top_categories],
+    }
+
+
+def encode_fields(fields: dict[str, Any]) -> bytes:
+    """One purchase-scores.v1 value from ``score_fields``. Built with orjson, not through
+    ``PurchaseScore``: the contract test holds the two together, and this runs per score."""
+    return orjson.dumps({"schema_version": SCORES_SCHEMA_VERSION, **fields})
+
+
 def encode_score(
     event: ClickEvent,
     probability: float,
@@ -47,18 +76,10 @@ def encode_score(
     top_categories: Sequence[tuple[str, float]],
     scored_at: datetime,
 ) -> bytes:
-    """One purchase-scores.v1 value (the key is the user id). Built with orjson, not through
-    ``PurchaseScore``: the contract test holds the two together, and this runs per score."""
-    return orjson.dumps(
-        {
-            "schema_version": SCORES_SCHEMA_VERSION,
-            "user_id": event.user_id,
-            "event_id": event.event_id,
-            "occurred_at": event.occurred_at.isoformat(),
-            "scored_at": scored_at.isoformat(),
-            "purchase_probability": min(1.0, max(0.0, probability)),
-            "model_version": model_version,
-            "feature_version": feature_version,
-            "top_categories": [{"category_id": c, "weight": w} for c, w in top_categories],
-        }
-    )
+    """One purchase-scores.v1 value (the key is the user id)."""
+    return encode_fields(
+        score_fields(
+            event, probability, model_version=model_version, feature_version=feature_version,
+            top_categories=top_categories, scored_at=scored_at.isoformat(),
+        )
+    )  # fmt: skip

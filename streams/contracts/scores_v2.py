@@ -21,7 +21,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.contracts.events import ClickEvent, Id
-from streams.contracts.scores import TopCategory
+from streams.contracts.scores import TopCategory, score_fields
 
 SCORES_V2_SCHEMA_VERSION: Final = "2"
 REASON_CODE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
@@ -92,8 +92,18 @@ class ScoreReasons:
         }
 
 
-def _unit(x: float) -> float:
-    return min(1.0, max(0.0, x))
+def encode_fields_v2(fields: dict[str, Any], reasons: ScoreReasons | None) -> bytes:
+    """One purchase-scores.v2 value from ``score_fields`` (every v1 field) and the reasons.
+    Built with orjson, not through ``PurchaseScoreV2``: the contract test holds the two
+    together, and this runs per score."""
+    return orjson.dumps(
+        {
+            "schema_version": SCORES_V2_SCHEMA_VERSION,
+            **fields,
+            "reasons": reasons.to_wire() if reasons is not None else None,
+            "exploration": None,
+        }
+    )
 
 
 def encode_score_v2(
@@ -106,20 +116,9 @@ def encode_score_v2(
     scored_at: datetime,
     reasons: ScoreReasons | None,
 ) -> bytes:
-    """One purchase-scores.v2 value (the key is the user id). Built with orjson, not through
-    ``PurchaseScoreV2``: the contract test holds the two together, and this runs per score."""
-    return orjson.dumps(
-        {
-            "schema_version": SCORES_V2_SCHEMA_VERSION,
-            "user_id": event.user_id,
-            "event_id": event.event_id,
-            "occurred_at": event.occurred_at.isoformat(),
-            "scored_at": scored_at.isoformat(),
-            "purchase_probability": _unit(probability),
-            "model_version": model_version,
-            "feature_version": feature_version,
-            "top_categories": [{"category_id": c, "weight": w} for c, w in top_categories],
-            "reasons": reasons.to_wire() if reasons is not None else None,
-            "exploration": None,
-        }
-    )
+    """One purchase-scores.v2 value (the key is the user id)."""
+    fields = score_fields(
+        event, probability, model_version=model_version, feature_version=feature_version,
+        top_categories=top_categories, scored_at=scored_at.isoformat(),
+    )  # fmt: skip
+    return encode_fields_v2(fields, reasons)

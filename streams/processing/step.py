@@ -22,8 +22,8 @@ import numpy as np
 from streams import features
 from streams.contracts.dead_letters import DeadLetter, dead_letter
 from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
-from streams.contracts.scores import encode_score
-from streams.contracts.scores_v2 import encode_score_v2
+from streams.contracts.scores import encode_fields, score_fields
+from streams.contracts.scores_v2 import encode_fields_v2
 from streams.model.bundle import ModelBundle
 from streams.privacy.redact import redact_payload
 from streams.processing import reasons
@@ -310,27 +310,21 @@ def score(
     dead += [
         (rows[keep[j]].record, _letter(rows[keep[j]].record, r, pseudonym)) for j, r in failed_score
     ]
-    stamp = scored_at or datetime.now(UTC)
+    stamp = (scored_at or datetime.now(UTC)).isoformat()  # once per batch
     out_rows, out_p, records, records_v2 = [], [], [], []
     for j, (i, probability) in enumerate(zip(keep, probabilities.tolist(), strict=True)):
         if j in bad:
             continue
         row = rows[i]
         try:
-            top = tops[j][:top_k]
-            value = encode_score(
-                row.event,
-                probability,
-                model_version=bundle.model_version,
-                feature_version=bundle.feature_version,
-                top_categories=top,
-                scored_at=stamp,
-            ) if "1" in versions else None  # fmt: skip
-            value_v2 = encode_score_v2(
+            fields = score_fields(
                 row.event, probability, model_version=bundle.model_version,
-                feature_version=bundle.feature_version, top_categories=top, scored_at=stamp,
-                reasons=explained.reasons(j) if explained else None,
-            ) if "2" in versions else None  # fmt: skip
+                feature_version=bundle.feature_version, top_categories=tops[j][:top_k],
+                scored_at=stamp,
+            )  # fmt: skip
+            value = encode_fields(fields) if "1" in versions else None
+            reasons_j = explained.reasons(j) if explained else None
+            value_v2 = encode_fields_v2(fields, reasons_j) if "2" in versions else None
         except Exception as exc:
             dead.append(
                 (row.record, _letter(row.record, processing_error("encode", exc), pseudonym))
