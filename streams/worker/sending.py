@@ -78,15 +78,15 @@ async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]
     metrics = w.metrics
     metrics.inference_duration.observe(time.perf_counter() - started)
     metrics.inference_batch_size.observe(len(scored.rows))
-    # Straight to the transport producer: Topic.send's channel layers cost more per score
-    # than the scoring itself. Each returns the delivery future the batch waits for.
-    send, topic = w.app.producer.send, w.settings.topic_scores
-    futures = [await send(topic, key, value, None, None, None) for key, value in scored.records]
+    # Straight to the transport producer, one record batch per partition: Topic.send's
+    # channel layers, and even one producer send per score, cost more than the scoring.
+    # Each batch's delivery future is what the checkpoint waits for.
+    send_many = w.app.producer.send_many
+    futures = []
+    if scored.records:
+        futures += await send_many(w.settings.topic_scores, scored.records)
     if scored.records_v2:  # purchase-scores.v2 on its own topic
-        topic = w.settings.scores_v2_topic
-        futures += [
-            await send(topic, key, value, None, None, None) for key, value in scored.records_v2
-        ]
+        futures += await send_many(w.settings.scores_v2_topic, scored.records_v2)
         metrics.scores_explained.labels(_explained(w, scored)).inc(len(scored.records_v2))
     handed = time.time()
     rows = scored.rows

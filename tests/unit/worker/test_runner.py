@@ -34,11 +34,11 @@ TOPIC = "events"
 class Delivery:
     """An awaitable delivery that logs when it is awaited (what "delivered" means here)."""
 
-    def __init__(self, log: list[str], what: str) -> None:
-        self.log, self.what = log, what
+    def __init__(self, log: list[str], what: str, records: int = 1) -> None:
+        self.log, self.what, self.records = log, what, records
 
     def __await__(self) -> Any:
-        self.log.append(f"delivered {self.what}")
+        self.log.extend([f"delivered {self.what}"] * self.records)  # one line per record
         if False:  # pragma: no cover - makes this a generator
             yield
         return None
@@ -52,6 +52,11 @@ class Producer:
     async def send(self, topic: str, key: bytes, value: bytes, partition: Any, *_: Any) -> Any:
         self.sent.append((topic, key, value, partition))
         return Delivery(self.log, topic)
+
+    async def send_many(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
+        """One delivery for the whole batch, as the real producer's record batches."""
+        self.sent.extend((topic, key, value, None) for key, value in records)
+        return [Delivery(self.log, topic, len(records))]
 
 
 class Consumer:

@@ -50,6 +50,10 @@ class Producer:
     async def send(self, topic: str, key: bytes, value: bytes, *_: Any) -> None:
         self.sent.append((topic, key, value))
 
+    async def send_many(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
+        self.sent.extend((topic, key, value) for key, value in records)
+        return []
+
 
 def _records(
     users: int, days: float, seed: int, *, price_factor: float = 1.0, limit: int | None = None
