@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from streams.contracts.dead_letters import DeadLetter, dead_letter_key, encode_dead_letter
 from streams.processing.step import Record, Scored
 from streams.worker.context import Worker
+from streams.worker.faust_compat import ChangelogTrackingProducer
 from streams.worker.metrics import observe_many
 
 log = logging.getLogger("intentflow.worker")
@@ -81,7 +82,7 @@ async def publish_scores(w: Worker, scored: Scored, started: float) -> list[Any]
     # Straight to the transport producer, one record batch per partition: Topic.send's
     # channel layers, and even one producer send per score, cost more than the scoring.
     # Each batch's delivery future is what the checkpoint waits for.
-    send_many = w.app.producer.send_many
+    send_many = cast(ChangelogTrackingProducer, w.app.producer).send_many
     futures = []
     if scored.records:
         futures += await send_many(w.settings.topic_scores, scored.records)
