@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often scores, profiles and input offsets are "
         "checkpointed (see the README's delivery guarantees).",
     )  # fmt: skip
+    stop_checkpoint_seconds: float = Field(
+        20.0, gt=0, le=300, description="How long a stopping worker tries its last checkpoint "
+        "(scores delivered, profiles written, offsets committed) before it gives up and "
+        "leaves the last second to be replayed.",
+    )  # fmt: skip
     profile_cache_users: int = Field(
         100_000, ge=100, le=100_000_000,
         description="Decoded profiles kept in memory: every changed one until the next "

@@ -90,7 +90,7 @@ def create_app(
 ) -> Worker:
     """Build the Faust app with topics, table, agents, timers and web pages."""
     faust_compat.install()
-    app = faust.App(
+    app = faust_compat.App(
         settings.app_id,
         env={},
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],

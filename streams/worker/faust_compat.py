@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import faust
 from faust.sensors.prometheus import PrometheusMonitor
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -26,6 +27,19 @@ STORE_URL = "intentflow-rocksdb://"
 CONSUMER_SCHEME = "intentflow-batch"  # broker_consumer=["intentflow-batch://host:port"]
 WEB_URL = "intentflow-aiohttp://"
 PARTITION_CACHE_KEYS = 200_000  # keys whose partition the producer remembers, per topic
+
+
+class App(faust.App):
+    """Faust's app, whose stop checkpoints the batch runner first. Faust's ``_stop_consumer``
+    stops the fetch loop and then the tables; the runner's last checkpoint (scores delivered,
+    profiles in the changelog and RocksDB, offsets committed) must come before both, while the
+    consumer is still a member of its group, so a restart replays nothing."""
+
+    async def _stop_consumer(self) -> None:
+        runner = getattr(self, "batch_runner", None)
+        if runner is not None:
+            await runner.stop()
+        await super()._stop_consumer()
 
 
 class BatchConsumerThread(AIOKafkaConsumerThread):

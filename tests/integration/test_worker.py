@@ -181,6 +181,35 @@ def test_crash_loses_nothing_and_profiles_match_an_uninterrupted_run(
     assert_profiles_match(stack, payloads)
 
 
+def test_a_clean_stop_checkpoints_so_the_restart_scores_nothing_twice(
+    bootstrap: str, tmp_path: Path, unique: str, workers: list[WorkerProcess]
+) -> None:
+    # No timed checkpoint within the test: only the stop's own can commit the first half.
+    stack = make_stack(bootstrap, tmp_path, unique, INTENTFLOW_CHECKPOINT_INTERVAL_SECONDS="60")
+    payloads = click_events(4000, users=200, seed=13, start=START)
+    first_half, second_half = payloads[:2000], payloads[2000:]
+    ids = [orjson.loads(v)["event_id"] for _, v in payloads]
+    first = stack.worker("a")
+    workers.append(first.start())
+    first.wait_ready()
+    produce(bootstrap, stack.settings.topic_events, first_half)
+    wait_scored(stack, set(ids[:2000]), timeout=120)
+    assert first.stop() == 0, first.log()
+    assert "last checkpoint done" in first.log(tail=400), first.log()
+
+    produce(bootstrap, stack.settings.topic_events, second_half)
+    second = stack.worker("a")  # the same data directory, as a restarted process
+    workers.append(second.start())
+    second.wait_ready(timeout=120)
+    records = wait_scored(stack, set(ids), timeout=180)
+    counts = Counter(score_ids(records))
+    duplicates = {event_id: n for event_id, n in counts.items() if n > 1}
+    assert not duplicates, f"{len(duplicates)} events scored twice, e.g. {list(duplicates)[:3]}"
+    assert second.metric("intentflow_events_consumed_total", {"outcome": "replayed"}) == 0
+    assert second.stop() == 0, second.log()  # its stop writes the second half's profiles
+    assert_profiles_match(stack, payloads)
+
+
 def test_scale_out_and_takeover(stack: Stack, workers: list[WorkerProcess]) -> None:
     payloads = click_events(6000, users=400, seed=12, start=START)
     ids = {orjson.loads(v)["event_id"] for _, v in payloads}

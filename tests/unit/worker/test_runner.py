@@ -331,3 +331,15 @@ def test_a_worker_no_longer_in_the_group_writes_nothing_at_its_checkpoint(rig) -
     assert not any(e.startswith("rocksdb") or e == "commit" for e in rig.log)
     assert rig.runner.cache.dirty == {} and rig.runner.pending.commit == {}
     assert rig.w.metrics.errors.labels("fenced")._value.get() == 1
+
+
+def test_stop_checkpoints_and_then_applies_nothing(rig) -> None:
+    payloads = click_events(20, users=2, seed=4, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads[:10]), 1))
+    run(rig.runner.stop())
+    assert rig.app.consumer.commits == [{TP(TOPIC, 0): 10}]
+    assert rig.log[-2:] == ["rocksdb 0", "commit"]
+    sent = len(rig.app.producer.sent)
+    run(rig.runner.process(fetch(0, 10, payloads[10:]), 1))  # a fetch after the stop
+    assert len(rig.app.producer.sent) == sent and rig.runner.pending.commit == {}
+    assert rig.app.consumer.commits == [{TP(TOPIC, 0): 10}]
