@@ -16,6 +16,7 @@ from typing import Any
 
 from streams.processing.step import score
 from streams.worker.context import Worker
+from streams.worker.gc_pauses import freeze_startup_heap
 from streams.worker.retention import INTERVAL_SECONDS
 from streams.worker.sending import publish_dead_letters, publish_scores
 
@@ -59,6 +60,8 @@ def register(w: Worker) -> None:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        if w.freeze_startup_heap and not w.assigned_once:  # up: what exists now stays
+            freeze_startup_heap()
         w.assigned_once = True
         runner.on_assigned()
 

@@ -20,6 +20,7 @@ from streams.kafka.probe import diagnose
 from streams.kafka.topics import create_topics, ensure_changelog, topic_id
 from streams.model.server import ModelServer
 from streams.settings import Settings, load_settings
+from streams.worker.gc_pauses import GcPauses
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("intentflow.worker")
@@ -96,6 +97,8 @@ def worker_command(ctx: click.Context) -> None:
     from streams.worker.app import create_app
 
     worker = create_app(settings, models=models, metrics=metrics, events_topic_id=events_topic_id)
+    worker.freeze_startup_heap = True
+    GcPauses(metrics.gc_pause).install()
     sys.argv = ["intentflow worker", "worker", "--loglevel", settings.log_level, *ctx.args]
     try:
         worker.app.main()

@@ -41,6 +41,8 @@ class Worker:
     # partition -> offset of the last record this worker processed (for the lag gauge)
     processed_offsets: dict[int, int] = field(default_factory=dict)
     assigned_once: bool = False
+    # the worker process (not a test) freezes its start-up heap at the first assignment
+    freeze_startup_heap: bool = False
 
     @property
     def throttle_policy(self) -> Throttle | None:

@@ -132,6 +132,12 @@ class Metrics:
             "partition back to read them, so they were applied in order rather than lost.",
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "intentflow_gc_pause_seconds",
+            "Wall time of each garbage collection, by generation (2: a full pass); the event "
+            "loop waits for it.",
+            ["generation"], buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
         self.checkpoint_duration = Histogram(
             "intentflow_checkpoint_duration_seconds",
             "Wall time of one checkpoint: deliveries awaited, changelog sent, RocksDB written, "
@@ -190,6 +196,8 @@ class Metrics:
             self.model_reloads.labels(outcome)
         for stage in ERROR_STAGES:
             self.errors.labels(stage)
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation)
 
     def set_model(self, model_version: str, feature_version: str) -> None:
         """Point model_info at the serving model only (one series with value 1)."""
