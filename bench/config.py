@@ -53,6 +53,9 @@ class Config:
     variants: tuple[str, ...] = ()
     # BENCH_LATENCY_QUIX=1: also offer the fixed rate to the Quix job (latency and CPU)
     latency_quix: bool = True
+    # BENCH_SECURITY: the benchmark broker's client listener (none, sasl_ssl, ssl,
+    # sasl_plaintext); every client connects through the matching INTENTFLOW_KAFKA_* settings
+    security: str = "none"
 
     @classmethod
     def from_env(cls) -> Config:
@@ -85,4 +88,14 @@ class Config:
             systems=tuple(_list("BENCH_SYSTEMS", "")),
             variants=tuple(_list("BENCH_VARIANTS", "")),
             latency_quix=os.environ.get("BENCH_LATENCY_QUIX", "1") == "1",
+            security=_security(os.environ.get("BENCH_SECURITY", "none")),
         )
+
+
+def _security(value: str) -> str:
+    from streams.devtools.kafka_security import Security
+
+    choices = [s.value for s in Security]
+    if value not in choices:
+        raise SystemExit(f"BENCH_SECURITY: {value!r} is not one of {', '.join(choices)}")
+    return value

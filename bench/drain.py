@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from bench import agreement, kafkautil
-from bench.procs import CpuMeter, Proc, module_command, unique
+from bench.procs import CpuMeter, Proc, connection_env, module_command, unique
 from tests.integration.harness import WorkerProcess
 
 SYSTEMS = ("passthrough", "worker", "plain_loop", "quix")
@@ -211,6 +211,7 @@ def worker_env(
 ) -> dict[str, str]:
     """INTENTFLOW_* settings of a benchmark worker (everything else at its default)."""
     env = {
+        **connection_env(),  # the broker's security (bench.run sets it)
         "INTENTFLOW_KAFKA_BOOTSTRAP": setup.bootstrap,
         "INTENTFLOW_TOPIC_EVENTS": input_topic or setup.input_topic,
         "INTENTFLOW_TOPIC_SCORES": scores,

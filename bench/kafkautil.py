@@ -1,7 +1,10 @@
 """Kafka plumbing for the benchmarks: topics, bulk preload, and counting what a system delivered.
 
 The harness uses confluent-kafka (librdkafka, installed with quixstreams) so that loading and
-counting cost as little CPU as possible next to the system under test. Keys are partitioned
+counting cost as little CPU as possible next to the system under test. Every client of the
+benchmark (these, the systems under test, the load generator) connects through
+``connection_of``: the ``INTENTFLOW_KAFKA_*`` settings (security protocol, SASL, TLS) with the
+benchmark's bootstrap address, the same connection the worker builds. Keys are partitioned
 with ``murmur2_random``: the Java, kafka-python and aiokafka default, so a user lands in the
 same partition whichever client wrote the record (the worker's changelog relies on that).
 """
@@ -15,17 +18,30 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.kafka.connection import KafkaConnection, connection
+from streams.settings import load_settings
+
 PARTITIONER = "murmur2_random"
 # Output topics are stamped by the broker on append: the same clock for every system (Quix's
 # to_topic would otherwise carry the input record's timestamp over to the output).
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
+def connection_of(bootstrap: str) -> KafkaConnection:
+    """The ``INTENTFLOW_KAFKA_*`` connection (security, SASL, TLS), at ``bootstrap``."""
+    return connection(load_settings(kafka_bootstrap=bootstrap))
+
+
+def rdkafka(bootstrap: str, **extra: object) -> dict[str, object]:
+    """librdkafka configuration for ``bootstrap`` with the connection's security, plus ``extra``."""
+    return {**connection_of(bootstrap).librdkafka(), **extra}
+
+
 def create_topics(
     bootstrap: str, names: Iterable[str], partitions: int = 4, config: dict[str, str] | None = None
 ) -> None:
     """Create topics (all with ``partitions``) and wait until the broker confirms each one."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(rdkafka(bootstrap))
     new = [
         NewTopic(n, num_partitions=partitions, replication_factor=1, config=config or {})
         for n in names
@@ -59,7 +75,7 @@ def wait_for_leaders(admin: AdminClient, names: list[str], partitions: int) -> N
 def producer(bootstrap: str, **extra: object) -> Producer:
     """A fast bulk producer with acks=all (what the benchmark loads must not lose)."""
     conf = {
-        "bootstrap.servers": bootstrap,
+        **connection_of(bootstrap).librdkafka(),
         "partitioner": PARTITIONER,
         "acks": "all",
         "linger.ms": 20,
@@ -132,14 +148,16 @@ def produce_all(
 
 def _consumer(bootstrap: str) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-reader",  # never subscribes or commits: assign() only
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "enable.partition.eof": False,
-        }
+        rdkafka(
+            bootstrap,
+            **{
+                "group.id": "bench-reader",  # never subscribes or commits: assign() only
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+                "enable.partition.eof": False,
+            },
+        )
     )
 
 
@@ -260,7 +278,7 @@ def wait_committed(
 ) -> float | None:
     """Poll until ``group`` has committed offsets summing to ``total`` on ``topic`` (all read).
     Returns the seconds it took, None if it did not within ``timeout``."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer(rdkafka(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
     started = time.monotonic()
     try:
         while time.monotonic() - started < timeout:

@@ -38,14 +38,16 @@ class ScoreTap:
         self.arrived: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": unique("tap"),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
-                "fetch.min.bytes": 1,
-            }
+            kafkautil.rdkafka(
+                bootstrap,
+                **{
+                    "group.id": unique("tap"),
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 5,
+                    "fetch.min.bytes": 1,
+                },
+            )
         )
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self._thread = threading.Thread(target=self._run, name="score-tap", daemon=True)

@@ -25,9 +25,26 @@ def module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# How to reach the benchmark's broker (bench.run sets them to match it): the one part of the
+# INTENTFLOW_* settings that children inherit.
+CONNECTION_VARIABLES = (
+    "INTENTFLOW_KAFKA_SECURITY_PROTOCOL", "INTENTFLOW_KAFKA_SASL_", "INTENTFLOW_KAFKA_SSL_",
+)  # fmt: skip
+
+
+def connection_env() -> dict[str, str]:
+    """The ``CONNECTION_VARIABLES`` of this process (what a child needs to reach the broker)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(CONNECTION_VARIABLES)}
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child: no INTENTFLOW_* leaking in, the repo on the path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
+    """The environment for a child: no INTENTFLOW_* leaking in but the connection's security
+    (``CONNECTION_VARIABLES``), the repo on the path."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("INTENTFLOW_") or k.startswith(CONNECTION_VARIABLES)
+    }
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra or {})

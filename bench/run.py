@@ -36,6 +36,7 @@ from bench import (
 )
 from bench.config import Config
 from bench.procs import REPO_ROOT, child_env, module_command
+from streams.devtools.kafka_security import settings_env
 from streams.devtools.localkafka import LocalKafka, free_port
 
 T0 = time.monotonic()
@@ -561,6 +562,19 @@ def run_in_snapshot() -> int | None:
         shutil.rmtree(dest, ignore_errors=True)
 
 
+def connect_as_admin(broker: LocalKafka) -> None:
+    """Point every client of the run (this process and the ones it starts) at ``broker`` the
+    way operators configure intentflow: the INTENTFLOW_KAFKA_* variables. A plaintext broker
+    clears any security settings the calling shell had."""
+    for name in [n for n in os.environ if n.startswith(("INTENTFLOW_KAFKA_SASL_",
+                                                        "INTENTFLOW_KAFKA_SSL_"))]:  # fmt: skip
+        del os.environ[name]
+    os.environ.pop("INTENTFLOW_KAFKA_SECURITY_PROTOCOL", None)
+    conn = broker.connection()  # the admin user: a super user on a secured broker
+    if conn is not None:
+        os.environ.update(settings_env(conn))
+
+
 def main() -> int:
     code = run_in_snapshot()
     if code is not None:
@@ -572,10 +586,13 @@ def main() -> int:
     log(f"load average {load_avg()} on {os.cpu_count()} CPUs; config {res.doc['config']}")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="intentflow-bench-"))
-    broker = LocalKafka(home=home / "kafka", port=free_port(), controller_port=free_port())
+    broker = LocalKafka(
+        home=home / "kafka", port=free_port(), controller_port=free_port(), security=cfg.security
+    )
     try:
-        log(f"starting Kafka in {home}")
-        broker.start(timeout=120)
+        log(f"starting Kafka ({cfg.security}) in {home}")
+        broker.start(timeout=180)
+        connect_as_admin(broker)
         bundle, kind = pick_bundle(home)
         res.doc["bundle"] = {"path": str(bundle), "kind": kind}
         log(f"model bundle: {kind}")

@@ -109,7 +109,7 @@ class Tap(threading.Thread):
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": unique("tap"), "enable.auto.commit": False}
+            kafkautil.rdkafka(bootstrap, **{"group.id": unique("tap"), "enable.auto.commit": False})
         )
         self.consumer.assign(
             [TopicPartition(topic, p, -1) for p in range(PARTITIONS)]  # -1: OFFSET_END

@@ -19,6 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.kafkautil import connection_of
+
 Handler = Callable[[Sequence[Any]], list[tuple[bytes | None, bytes]]]
 
 
@@ -39,9 +41,10 @@ async def run(args: argparse.Namespace, handle: Handler) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    kafka = connection_of(args.bootstrap).aiokafka()  # INTENTFLOW_KAFKA_* security, TLS
     consumer = AIOKafkaConsumer(
         args.input,
-        bootstrap_servers=args.bootstrap,
+        **kafka,
         group_id=args.group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -50,7 +53,7 @@ async def run(args: argparse.Namespace, handle: Handler) -> None:
         heartbeat_interval_ms=3_000,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap,
+        **kafka,
         acks="all",
         linger_ms=2,
         max_batch_size=262_144,

@@ -24,12 +24,14 @@ from typing import Any
 
 from confluent_kafka import Producer
 from quixstreams import Application, State, message_context
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import TopicConfig
 from quixstreams.sinks.base import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 from quixstreams.utils.json import dumps as json_dumps
 from quixstreams.utils.json import loads as json_loads
 
+from bench.kafkautil import rdkafka
 from streams.model.bundle import ModelBundle, load_bundle
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
 from streams.processing.step import Record, Row, StepConfig, apply_batch, score
@@ -78,13 +80,15 @@ class ScoringSink(BatchingSink):
         self.topic = topic
         self.batch_max = batch_max
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "linger.ms": 2,
-                "batch.size": 262_144,
-                "partitioner": "murmur2_random",
-            }
+            rdkafka(
+                bootstrap,
+                **{
+                    "acks": "all",
+                    "linger.ms": 2,
+                    "batch.size": 262_144,
+                    "partitioner": "murmur2_random",
+                },
+            )
         )
 
     def write(self, batch: SinkBatch) -> None:
@@ -117,7 +121,8 @@ def main() -> None:
 
     bundle = load_bundle(args.bundle, threads=1)
     app = Application(
-        broker_address=args.bootstrap,
+        # the INTENTFLOW_KAFKA_* connection (security, SASL, TLS), as every bench client
+        broker_address=ConnectionConfig.from_librdkafka_dict(rdkafka(args.bootstrap)),
         consumer_group=args.group,
         auto_offset_reset="earliest",
         commit_interval=1.0,  # the worker's broker_commit_interval

@@ -334,3 +334,36 @@ def test_sasl_plain_over_plaintext_is_refused_unless_allowed(
     # SCRAM over the same plaintext listener never sends the password: no setting needed.
     scram = conn(broker, ADMIN, Security.SASL_PLAINTEXT, SaslMechanism.SCRAM_SHA_512)
     assert run_cli(["topics", "create"], app.as_(scram)).returncode == 0
+
+
+def test_the_bench_tools_connect_through_the_same_settings(
+    broker: LocalKafka, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark's harness (librdkafka) and a system under test (aiokafka, its own
+    process) reach a SASL_SSL broker from the INTENTFLOW_KAFKA_* variables alone."""
+    from bench import kafkautil
+    from bench.procs import child_env
+
+    admin = conn(broker, ADMIN, Security.SASL_SSL)
+    for name, value in settings_env(admin).items():
+        monkeypatch.setenv(name, value)
+    source, sink = f"bench-in-{unique}", f"bench-out-{unique}"
+    kafkautil.create_topics(admin.bootstrap, [source, sink])
+    records = [(f"k{i % 37}".encode(), f"v{i}".encode()) for i in range(500)]
+    assert kafkautil.produce_all(admin.bootstrap, source, records) == 500
+    system = subprocess.Popen(
+        [sys.executable, "-m", "bench.systems.passthrough", "--bootstrap", admin.bootstrap,
+         "--input", source, "--output", sink, "--group", f"bench-{unique}"],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    counter = kafkautil.Counter(admin.bootstrap, sink)
+    try:
+        deadline = time.monotonic() + 90
+        while counter.count() < 500 and time.monotonic() < deadline and system.poll() is None:
+            time.sleep(0.5)
+    finally:
+        counter.close()
+        system.terminate()
+        output, _ = system.communicate(timeout=30)
+    copied = kafkautil.read_all(admin.bootstrap, sink)
+    assert sorted((k, v) for k, v, _ in copied) == sorted(records), output.decode()[-2000:]
