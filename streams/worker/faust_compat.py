@@ -73,6 +73,8 @@ class BatchConsumer(AIOKafkaConsumer):
     async def _wait_next_records(self, timeout: float) -> Any:
         generation = self.app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
+        if records:
+            records = self._restore_in_bulk(records)
         runner = getattr(self.app, "batch_runner", None)
         if records and runner is not None:
             mine = {tp: rs for tp, rs in records.items() if tp.topic in runner.topics}
@@ -86,6 +88,63 @@ class BatchConsumer(AIOKafkaConsumer):
                     await self.app.crash(exc)
                     raise
         return records, active
+
+    def _restore_in_bulk(self, records: Any) -> Any:
+        """Write each fetch of the profile changelog (recovery, standby replicas) to RocksDB
+        at once, and hand Faust's recovery only the fetch's last record, as already read.
+
+        Faust's recovery takes each changelog record through its per-message path (the
+        conductor, a queue, a task per record: ~200 µs each, so 200k profiles took 38 s to
+        restore). Here the records go to the store's ``apply_changelog_batch`` in one
+        RocksDB write batch per partition, and the recovery's read position is moved to the
+        last one. Faust still sees that last record: its position is not past what was read,
+        so it is not applied again, and it wakes the recovery to notice that the partition
+        has caught up (it would otherwise wait up to 5 s for the next record). Faust itself
+        never writes a record of this changelog, so nothing it holds can overwrite a newer
+        value."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        stores = _profile_changelog_stores(self.app)
+        for tp, batch in records.items():
+            store = stores.get(tp.topic)
+            if store is None or not batch:
+                continue
+            if tp in recovery.active_tps:
+                read = recovery.active_offsets
+            elif tp in recovery.standby_tps:
+                read = recovery.standby_offsets
+            else:
+                continue
+            seen = read.get(tp)
+            fresh = [r for r in batch if seen is None or r.offset > seen]
+            if fresh:
+                store.apply_changelog_batch([_ChangelogRecord(tp, r) for r in fresh], None, None)
+                read[tp] = fresh[-1].offset
+            records[tp] = batch[-1:]
+        return records
+
+
+class _ChangelogRecord:
+    """A changelog record shaped as the store's ``apply_changelog_batch`` reads an event
+    (``event.message.tp``, ``.offset``, ``.partition``, ``.key``, ``.value``)."""
+
+    __slots__ = ("key", "offset", "partition", "tp", "value")
+
+    def __init__(self, tp: Any, record: Any) -> None:
+        self.tp, self.offset, self.partition = tp, record.offset, tp.partition
+        self.key, self.value = record.key, record.value
+
+    @property
+    def message(self) -> _ChangelogRecord:
+        return self
+
+
+def _profile_changelog_stores(app: Any) -> dict[str, ChangelogRecoveredStore]:
+    """Changelog topic -> store, for the tables whose store is a ``ChangelogRecoveredStore``."""
+    return {
+        table.changelog_topic.get_topic_name(): table.data
+        for table in app.tables.values()
+        if isinstance(table.data, ChangelogRecoveredStore)
+    }
 
 
 class ChangelogTrackingProducer(AIOKafkaProducer):
@@ -120,11 +179,7 @@ class ChangelogTrackingProducer(AIOKafkaProducer):
 
     def _changelog_stores(self) -> dict[str, ChangelogRecoveredStore]:
         if not self._stores:
-            self._stores = {
-                table.changelog_topic.get_topic_name(): table.data
-                for table in self.app.tables.values()
-                if isinstance(table.data, ChangelogRecoveredStore)
-            }
+            self._stores = _profile_changelog_stores(self.app)
         return self._stores
 
 
