@@ -7,7 +7,11 @@ changes one of these internals, this is the one file to read.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,6 +30,8 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 STORE_URL = "intentflow-rocksdb://"
 CONSUMER_SCHEME = "intentflow-batch"  # broker_consumer=["intentflow-batch://host:port"]
 WEB_URL = "intentflow-aiohttp://"
+log = logging.getLogger("intentflow.worker")
+
 PARTITION_CACHE_KEYS = 200_000  # keys whose partition the producer remembers, per topic
 
 
@@ -248,6 +254,7 @@ class ChangelogRecoveredStore(RocksDBStore):
 
     _reading_changelog = False
     _delivered: dict[int, set[int]]  # partition -> own changelog offsets, delivered
+    _synced_noted: dict[int, float]  # partition -> when its in-sync time was last written
 
     def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
         self._reading_changelog = True
@@ -259,6 +266,83 @@ class ChangelogRecoveredStore(RocksDBStore):
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         if self._reading_changelog:
             super().set_persisted_offset(tp, offset)
+            self._note_in_sync(tp.partition)
+
+    # -- erased profiles must not come back from a stale local copy --------------------------
+    #
+    # An erasure is a tombstone in the compacted changelog, which the broker keeps for
+    # ``delete.retention.ms`` (INTENTFLOW_CHANGELOG_DELETE_RETENTION_SECONDS) and then removes
+    # along with the profile's earlier records. A copy of a partition that was last in sync
+    # with the changelog longer ago than that may have missed a tombstone for good: reading on
+    # from its position would keep the erased profile. Such a copy is discarded at assignment
+    # and the partition rebuilt from the start of the changelog (a fetch at a time, see
+    # ``BatchConsumer._restore_in_bulk``). When the copy was last in sync is kept beside each
+    # partition's database (``<partition>.db.in-sync``: unix seconds), written whenever its
+    # position moves, at most every ``IN_SYNC_NOTE_SECONDS``; a copy without it (written by an
+    # older worker) counts as stale.
+
+    IN_SYNC_NOTE_SECONDS = 10.0
+
+    def persisted_offset(self, tp: Any) -> int | None:
+        position = super().persisted_offset(tp)
+        if position is None:
+            return None
+        limit = self._tombstone_lifetime()
+        age = time.time() - self._in_sync_at(tp.partition)
+        if limit is None or age < limit:
+            return position
+        log.warning(
+            "%s partition %d: the local copy was last in sync with the changelog %s ago, "
+            "longer than the changelog keeps tombstones (%.0f s with a margin); discarding it "
+            "and reading the partition from the start, so no erased profile can come back",
+            self.table.name, tp.partition,
+            f"{age:.0f} s" if age != float("inf") else "at an unknown time", limit,
+        )  # fmt: skip
+        self._discard_partition(tp.partition)
+        return None
+
+    def _tombstone_lifetime(self) -> float | None:
+        """How long a local copy may have been out of touch and still hold every tombstone:
+        90% of the changelog's delete.retention (a margin for clock skew)."""
+        runner = getattr(self.app, "batch_runner", None)
+        if runner is None:
+            return None
+        return 0.9 * float(runner.settings.changelog_delete_retention_seconds)
+
+    def _in_sync_path(self, partition: int) -> Path:
+        path = self.partition_path(partition)
+        return path.with_name(path.name + ".in-sync")
+
+    def _in_sync_at(self, partition: int) -> float:
+        try:
+            return float(self._in_sync_path(partition).read_text())
+        except (FileNotFoundError, ValueError):
+            return float("-inf")
+
+    def _note_in_sync(self, partition: int, *, force: bool = False) -> None:
+        now = time.time()
+        noted = self.__dict__.setdefault("_synced_noted", {})
+        if not force and now - noted.get(partition, 0.0) < self.IN_SYNC_NOTE_SECONDS:
+            return
+        path = self._in_sync_path(partition)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(repr(now))
+        os.replace(tmp, path)
+        noted[partition] = now
+
+    def _discard_partition(self, partition: int) -> None:
+        """Empty the partition's database (its position included)."""
+        import rocksdict
+
+        db = self._db_for_partition(partition)
+        keys = list(db.keys())
+        for start in range(0, len(keys), 10_000):
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key in keys[start : start + 10_000]:
+                batch.delete(key)
+            db.write(batch)
+        self._in_sync_path(partition).unlink(missing_ok=True)
+        self.__dict__.setdefault("_synced_noted", {}).pop(partition, None)
 
     def _position(self, partition: int) -> int | None:
         found = self._db_for_partition(partition).get(self.offset_key)
@@ -276,6 +360,7 @@ class ChangelogRecoveredStore(RocksDBStore):
             if last is not None and (position is None or position < last):
                 # -1 for an empty changelog: the position Faust itself starts reading from
                 self._db_for_partition(tp.partition).put(self.offset_key, str(last).encode())
+            self._note_in_sync(tp.partition, force=True)
         self._delivered = {}
 
     def note_delivered(self, future: Any) -> None:
@@ -287,7 +372,7 @@ class ChangelogRecoveredStore(RocksDBStore):
             self._delivered = {}
         self._delivered.setdefault(meta.partition, set()).add(meta.offset)
 
-    def cover_own_writes(self, partition: int, batch: Any) -> None:
+    def cover_own_writes(self, partition: int, batch: Any) -> bool:
         """Move the partition's position over this worker's own changelog records once they
         are in the database (``batch`` writes them; the position goes into the same batch).
         Only a run of consecutive offsets right after the position counts: a record of another
@@ -296,13 +381,14 @@ class ChangelogRecoveredStore(RocksDBStore):
         own = getattr(self, "_delivered", {}).get(partition)
         position = self._position(partition)
         if not own or position is None:
-            return
+            return False
         moved = position
         while moved + 1 in own:
             moved += 1
         own.difference_update([o for o in own if o <= moved])
         if moved > position:
             batch.put(self.offset_key, str(moved).encode())
+        return moved > position
 
 
 class HardenedWeb(AiohttpWeb):
@@ -374,9 +460,12 @@ def write_batch(table: Any, partition: int, items: list[tuple[bytes, bytes | Non
             batch.delete(key)
         else:
             batch.put(key, value)
-    if isinstance(table.data, ChangelogRecoveredStore):
-        table.data.cover_own_writes(partition, batch)  # delivered before: checkpoint step 2
+    store = table.data if isinstance(table.data, ChangelogRecoveredStore) else None
+    # the checkpoint delivered them before (step 2): the position moves over them
+    moved = store is not None and store.cover_own_writes(partition, batch)
     partition_db(table, partition).write(batch)
+    if moved:
+        store._note_in_sync(partition)  # type: ignore[union-attr]
 
 
 async def prove_membership(consumer: Any, offsets: dict[TP, int]) -> bool:

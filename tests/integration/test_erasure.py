@@ -154,3 +154,60 @@ def test_erasure_reaches_rocksdb_and_the_compacted_changelog(
 
     kept = {k: v for k, v in expected.items() if k not in gone}
     assert {k: decode_stored(restored[k]).profile for k in kept} == kept
+
+
+def test_a_stale_local_copy_cannot_bring_an_erased_profile_back(
+    bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    """Worker A stops with every profile in its RocksDB. While it is away, B erases some
+    shoppers and compaction removes their tombstones from the changelog. A's copy is then
+    older than the changelog keeps tombstones: reading on from its position would never see
+    the erasures, so A discards it and rebuilds the partitions from the changelog."""
+    stack = make_stack(
+        bootstrap, tmp_path, unique,
+        INTENTFLOW_CHANGELOG_MAX_COMPACTION_LAG_SECONDS="2",
+        INTENTFLOW_CHANGELOG_DELETE_RETENTION_SECONDS="2",
+    )  # fmt: skip
+    pseudonyms = Pseudonymizer(parse_keys(stack.settings.pseudonym_keys))
+    payloads = click_events(800, users=200, seed=41, start=START, step=1.0)
+    users = sorted({key.decode() for key, _ in payloads})
+    erased = users[:5]
+    gone = {p for u in erased for p in pseudonyms.all_pseudonyms(u)}
+    ids = set(score_ids([(None, v) for _, v in payloads]))
+    a = stack.worker("a").start()
+    try:
+        a.wait_ready()
+        produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, payloads)
+        consume_until(
+            stack.settings.kafka_bootstrap, stack.settings.topic_scores,
+            lambda recs: ids <= set(score_ids(recs)), timeout=120,
+        )  # fmt: skip
+    finally:
+        assert a.stop() == 0, a.log()
+    assert gone & _rocksdb_profiles(stack.tmp / "data-a").keys()  # A holds them
+
+    b = stack.worker("b").start()
+    try:
+        b.wait_ready(timeout=120)
+        _erase(stack, erased)
+        deadline, n = time.monotonic() + 150, 0
+        while gone & _changelog_keys(stack).keys() and time.monotonic() < deadline:
+            more = click_events(40, users=50, seed=2000 + n, start=START + 7200 + n * 60,
+                                prefix="g")  # fmt: skip
+            produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, more)
+            n += 1
+            time.sleep(3)
+        assert not gone & _changelog_keys(stack).keys(), "compaction did not remove them"
+    finally:
+        assert b.stop() == 0, b.log()
+
+    a = stack.worker("a").start()  # its old data directory
+    try:
+        a.wait_ready(timeout=120)
+    finally:
+        a.stop()
+    restored = _rocksdb_profiles(stack.tmp / "data-a")
+    assert not gone & restored.keys(), "an erased profile came back from the stale copy"
+    assert "discarding it and reading the partition from the start" in a.log(tail=2000)
+    kept = {pseudonyms.pseudonym(u) for u in users[5:]}
+    assert kept <= restored.keys()
