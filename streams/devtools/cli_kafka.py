@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from streams.devtools.kafka_security import ADMIN, MARKETING, SIMULATOR, WORKER, Security
+from streams.devtools.kafka_security import (
+    ADMIN,
+    MARKETING,
+    PRIVACY,
+    SIMULATOR,
+    WORKER,
+    Security,
+)
 from streams.devtools.localkafka import DEFAULT_HOME, DEFAULT_JARS_DIR, LocalKafka
 from streams.settings import load_settings
 
@@ -108,6 +115,7 @@ def start(
     click.echo(f"settings for each user (set -a; . FILE): {secrets_dir}/<user>.env")
     for user, role in ((WORKER, "the worker"), (SIMULATOR, "intentflow simulate"),
                        (MARKETING, "intentflow scores, examples/score_consumer.py"),
+                       (PRIVACY, "intentflow erase"),
                        (ADMIN, "intentflow topics create, admin tools")):  # fmt: skip
         click.echo(f"  {secrets_dir / (user + '.env')}  {role}")
 
@@ -178,8 +186,14 @@ def secrets_command(
 @click.option("--worker-user", default=WORKER, show_default=True)
 @click.option("--producer-user", default=SIMULATOR, show_default=True)
 @click.option("--reader-user", default=MARKETING, show_default=True)
+@click.option("--eraser-user", default=PRIVACY, show_default=True)
 def provision_command(
-    *, worker_creates_topics: bool, worker_user: str, producer_user: str, reader_user: str
+    *,
+    worker_creates_topics: bool,
+    worker_user: str,
+    producer_user: str,
+    reader_user: str,
+    eraser_user: str,
 ) -> None:
     """As an admin (INTENTFLOW_KAFKA_* of an admin user), create the app's topics (from the
     INTENTFLOW_* settings) and grant each principal exactly its ACLs (User:<name>)."""
@@ -194,6 +208,7 @@ def provision_command(
         worker=worker_user,
         producer=producer_user,
         reader=reader_user,
+        eraser=eraser_user,
     )
     click.echo("ACLs: " + ", ".join(f"User:{user} {n}" for user, n in acls.items()))
 

@@ -65,8 +65,9 @@ ADMIN = "admin"  # tooling: topics, ACLs, test harnesses
 WORKER = "intentflow"  # intentflow worker
 SIMULATOR = "simulator"  # writes the input topic
 MARKETING = "marketing"  # reads scores (intentflow scores, examples/score_consumer.py)
+PRIVACY = "privacy"  # intentflow erase: sends erase commands, reads receipts
 SUPER_USERS = (BROKER, ADMIN)
-USERS = (BROKER, ADMIN, WORKER, SIMULATOR, MARKETING)
+USERS = (BROKER, ADMIN, WORKER, SIMULATOR, MARKETING, PRIVACY)
 SCRAM_ITERATIONS = 8192
 _MECHANISMS = "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"
 
@@ -95,6 +96,12 @@ class Secrets:
             for user in USERS:  # client certificates for mutual TLS; the broker's serves too
                 ca.issue(user, server_names=names if user == BROKER else ())
         return cls(directory, passwords, ca)
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The users these secrets were made for (a home made by an older intentflow may
+        lack a newer user: delete it and start the broker again to get every one)."""
+        return tuple(u for u in USERS if u in self.passwords)
 
     @property
     def ca_file(self) -> Path:
@@ -149,7 +156,7 @@ def settings_env(conn: KafkaConnection) -> dict[str, str]:
 def write_env_files(security: Security, bootstrap: str, secrets_: Secrets) -> dict[str, Path]:
     """One ``<user>.env`` per user (not the broker's own), ready for ``set -a; . file``."""
     out = {}
-    for user in USERS:
+    for user in secrets_.users:
         if user == BROKER:
             continue
         env = settings_env(connection_for(security, bootstrap, user, secrets_))
@@ -163,7 +170,7 @@ def scram_format_args(secrets_: Secrets) -> list[str]:
     """``--add-scram`` arguments of ``StorageTool format``: every user's SCRAM-SHA-512 and
     SCRAM-SHA-256 credential, salted here so no password appears on a command line."""
     args = []
-    for user in USERS:
+    for user in secrets_.users:
         password = secrets_.passwords[user].encode()
         for mechanism, digest in (("SCRAM-SHA-512", "sha512"), ("SCRAM-SHA-256", "sha256")):
             salt = secrets.token_bytes(16)
@@ -231,6 +238,7 @@ def server_properties(
     ]  # fmt: skip
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
     me = secrets_.passwords[BROKER]
+    plain = _plain_jaas(secrets_, secrets_.users)
     for security, _ in listeners:
         lower = security.protocol.value.lower()
         if security.sasl:
@@ -239,7 +247,7 @@ def server_properties(
                 f"listener.name.{lower}.scram-sha-512.sasl.jaas.config={scram} "
                 f'username="{BROKER}" password="{me}";',
                 f"listener.name.{lower}.scram-sha-256.sasl.jaas.config={scram};",
-                f"listener.name.{lower}.plain.sasl.jaas.config={_plain_jaas(secrets_, USERS)}",
+                f"listener.name.{lower}.plain.sasl.jaas.config={plain}",
             ]
         if security is Security.SSL:
             lines.append(f"listener.name.{lower}.ssl.client.auth=required")
@@ -288,13 +296,16 @@ def provision(
     worker: str = WORKER,
     producer: str = SIMULATOR,
     reader: str = MARKETING,
+    eraser: str = PRIVACY,
 ) -> dict[str, int]:
     """Topics and ACLs of one intentflow app on a secured cluster, made as ``admin``: every
     topic of the app and the profile changelog (unless the worker is to create them), and the
-    ACLs of the worker, the producer of events and the score readers (each ``User:<name>``).
+    ACLs of the worker, the producer of events, the score readers and the erasure tool (each
+    ``User:<name>``).
     Returns the number of ACLs per principal."""
     from streams.kafka.access import (
         changelog_topic,
+        eraser_grants,
         grant,
         producer_grants,
         score_reader_grants,
@@ -311,6 +322,7 @@ def provision(
         worker: grant(admin, worker, worker_grants(settings, create_topics=worker_creates_topics)),
         producer: grant(admin, producer, producer_grants(settings)),
         reader: grant(admin, reader, score_reader_grants(settings)),
+        eraser: grant(admin, eraser, eraser_grants(settings)),
     }
 
 

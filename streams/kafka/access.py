@@ -98,6 +98,17 @@ def producer_grants(settings: Settings) -> list[Grant]:
     ]
 
 
+def eraser_grants(settings: Settings) -> list[Grant]:
+    """Whoever runs ``intentflow erase`` (a privacy team's tooling): send erase commands and
+    read the receipts (assigned, no group). Nothing else: no scores, no events, no profiles."""
+    return [
+        Grant(Resource.TOPIC, settings.topic_erasure, (Op.WRITE, Op.DESCRIBE),
+              why="send erase commands"),
+        Grant(Resource.TOPIC, settings.topic_erasure_receipts, (Op.READ, Op.DESCRIBE),
+              why="read erasure receipts"),
+    ]  # fmt: skip
+
+
 def score_reader_grants(settings: Settings, group_prefix: str = "marketing-") -> list[Grant]:
     """A marketing service: read the scores topics (v1 and v2), in groups named with
     ``group_prefix`` (``intentflow scores`` reads without a group)."""

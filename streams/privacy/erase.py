@@ -45,9 +45,7 @@ def erase(
     """Send the erase commands and wait for a receipt from every partition."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from streams.kafka.topics import create_topics
-
-    create_topics(settings)  # also proves the broker answers
+    _check_cluster(settings)
     pseudonyms = Pseudonymizer(parse_keys(settings.pseudonym_keys))
     conn = connection(settings).kafka_python()
     receipts_tp = TopicPartition(settings.topic_erasure_receipts, 0)
@@ -100,6 +98,29 @@ def erase(
             f"of {settings.topic_erasure} within {wait:.0f}s"
         )
     return done
+
+
+def _check_cluster(settings: Settings) -> None:
+    """The broker answers, the principal may send commands and read receipts (with ACLs: the
+    eraser's grants only), and the erase-command topic has a partition per profile partition.
+    Topics are created only where none exist yet (a development cluster)."""
+    from streams.kafka.access import check_access, eraser_grants, explained
+    from streams.kafka.probe import diagnose
+    from streams.kafka.topics import check_partition_count, create_topics, existing_partitions
+
+    conn = connection(settings)
+    if (problem := diagnose(conn, settings.kafka_connect_timeout_seconds)) is not None:
+        raise problem
+    check_access(conn, eraser_grants(settings), who="intentflow erase")
+    with explained(conn, "checking the erasure topics"):
+        topics = [settings.topic_erasure, settings.topic_erasure_receipts]
+        found = existing_partitions(settings, topics)
+        if len(found) < len(topics):
+            create_topics(settings)  # an open cluster; on a secured one an admin provisions
+        else:
+            check_partition_count(
+                settings.topic_erasure, found[settings.topic_erasure], settings.partitions
+            )
 
 
 def _read_ids(path: Path) -> list[str]:

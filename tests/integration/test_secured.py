@@ -26,6 +26,7 @@ from streams.devtools.certs import CertificateAuthority
 from streams.devtools.kafka_security import (
     ADMIN,
     MARKETING,
+    PRIVACY,
     SIMULATOR,
     WORKER,
     Security,
@@ -204,6 +205,17 @@ def test_end_to_end_over_sasl_ssl_with_scram_sha_512(
         assert example.returncode == 0, example.stderr[-2000:]
         assert {orjson.loads(line)["event_id"] for line in example.stdout.splitlines()} == ids
         assert f"handled {len(ids)}, duplicates 0, invalid 0" in example.stderr
+        # A privacy team erases a shopper with only the eraser's ACLs; a score reader cannot.
+        shopper = orjson.loads((tmp_path / "sim.jsonl").read_bytes().splitlines()[0])["user_id"]
+        erase = ["erase", "--user-id", shopper, "--wait", "60"]
+        erased = run_cli(erase, app.as_(conn(broker, PRIVACY, Security.SASL_SSL)), check=True)
+        assert "#1" in erased.stdout and "profile erased on partition" in erased.stdout
+        assert shopper not in erased.stdout + erased.stderr
+        refused = run_cli(erase, marketing)
+        assert_clear_failure(
+            refused, "User:marketing", "lacks ACLs that intentflow erase needs",
+            f"topic '{app.settings.topic_erasure}': WRITE",
+        )  # fmt: skip
     finally:
         worker.stop()
 
