@@ -10,6 +10,7 @@ period, and the missing ones are counted), so phases never overlap.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -277,7 +278,7 @@ def run(
     ``WARM_UP_SECONDS`` at the first rate, unmeasured, before the phases. With ``profile``
     (pid -> samplers started on it), one more phase at the first rate runs while they sample:
     it is not measured, so the samplers cannot disturb the figures."""
-    tag = unique(f"latency-{system}")
+    tag = unique(f"latency-{re.sub(r'[^A-Za-z0-9_-]+', '_', system)[:60]}")  # a variant too
     topic, scores = f"in-{tag}", f"out-{tag}"
     kafkautil.create_topics(setup.bootstrap, [topic, scores])
     templates = setup.home / f"{tag}.templates.jsonl"

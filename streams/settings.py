@@ -110,11 +110,11 @@ class Settings(BaseSettings):
         "(Faust standby replicas); the group caps it at workers - 1, so one worker keeps none.",
     )  # fmt: skip
     fetch_max_wait_seconds: float = Field(
-        0.1, gt=0, le=5,
+        0.02, gt=0, le=5,
         description="Longest a fetch waits at the broker for INTENTFLOW_FETCH_MIN_BYTES.",
     )  # fmt: skip
     fetch_min_bytes: int = Field(
-        1, ge=1, le=10_485_760,
+        65_536, ge=1, le=10_485_760,
         description="Bytes a fetch waits for (up to the wait above): larger values mean fewer, "
         "bigger batches (less CPU per event) for a little latency.",
     )  # fmt: skip

@@ -49,8 +49,9 @@ def test_app_declares_co_partitioned_topics_table_and_one_agent(tmp_path: Path) 
 
 
 def test_the_batch_consumer_fetches_with_a_short_wait(tmp_path: Path) -> None:
-    """Faust hard-codes a 1.5 s fetch wait; the worker's consumer waits 100 ms (bench/: the
-    long wait held records of busy partitions behind fetches of idle ones)."""
+    """Faust hard-codes a 1.5 s fetch wait; the worker's consumer waits 20 ms by default (bench/:
+    the long wait held records of busy partitions behind fetches of idle ones), for the
+    configured bytes."""
     import asyncio
 
     from streams.worker.faust_compat import BatchConsumerThread
@@ -73,6 +74,6 @@ def test_the_batch_consumer_fetches_with_a_short_wait(tmp_path: Path) -> None:
             finally:
                 await aio.stop()  # never started: only closes its client
 
-        assert asyncio.run(build()) == (100, 4096)  # Faust's own: 1,500 ms and 1 byte
+        assert asyncio.run(build()) == (20, 4096)  # Faust's own: 1,500 ms and 1 byte
     finally:
         w.executor.shutdown()
