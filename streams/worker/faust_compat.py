@@ -506,11 +506,15 @@ def committed_offset(consumer: Any, tp: TP) -> int | None:
 
 
 def rocksdb_key_estimate(table: Any) -> int:
-    """Users held: RocksDB's key estimate per partition database (cheap), summed."""
+    """Users held: RocksDB's key estimate per partition database (cheap), summed, less each
+    database's changelog position (Faust's offset key, not a user)."""
     total = 0
+    offset_key = getattr(table.data, "offset_key", None)
     for db in getattr(table.data, "_dbs", {}).values():
         try:
-            total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+            estimate = int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
         except (AttributeError, TypeError, ValueError):
             continue
+        holds_position = offset_key is not None and db.get(offset_key) is not None
+        total += max(0, estimate - holds_position)
     return total
