@@ -49,11 +49,25 @@ def score_line(score: dict[str, Any]) -> str:
         for c in (categories if isinstance(categories, list) else [])[:3]
         if isinstance(c, dict)
     )
-    return (
+    line = (
         f"{at}  user={score.get('user_id', '?')!s:<10} "
         f"p={_number(score.get('purchase_probability'), '.3f')}  "
         f"model={score.get('model_version', '?')}  top=[{top}]"
     )
+    return line + _why(score.get("reasons"))
+
+
+def _why(reasons: object) -> str:
+    """purchase-scores.v2's reasons, as ``  why=[cart +0.120, habits -0.031]`` (largest impact
+    first); nothing for a record without them."""
+    if not isinstance(reasons, dict) or not isinstance(reasons.get("top"), list):
+        return ""
+    listed = ", ".join(
+        f"{r.get('code', '?')} {_number(r.get('impact'), '+.3f')}"
+        for r in reasons["top"]
+        if isinstance(r, dict)
+    )
+    return f"  why=[{listed}]"
 
 
 def format_score(value: bytes) -> str:
@@ -104,6 +118,11 @@ class RecentIds:
     "(same event_id) can appear twice. Remembers the last --dedupe-window ids.",
 )  # fmt: skip
 @click.option(
+    "--v2", "v2", is_flag=True,
+    help="Read purchase-scores.v2 (INTENTFLOW_TOPIC_SCORES_V2, or the v1 topic's name with "
+    ".v2): every v1 field and the reasons behind each score, shown as why=[...].",
+)  # fmt: skip
+@click.option(
     "--dedupe-window", type=click.IntRange(min=1), default=DEDUPE_WINDOW, show_default=True,
     metavar="N", help="With --dedupe: how many recent event ids to remember (bounds memory).",
 )  # fmt: skip
@@ -115,6 +134,7 @@ def scores_command(
     timeout: float | None,
     dedupe: bool,
     dedupe_window: int,
+    v2: bool,
 ) -> None:
     """Tail purchase-scores (schema version 1 and newer), for demos and downstream developers.
 
@@ -128,7 +148,7 @@ def scores_command(
     settings = load_settings()
     admin_client(settings).close()  # a clear error now if the broker is unreachable
     consumer = KafkaConsumer(
-        settings.topic_scores,
+        settings.scores_v2_topic if v2 else settings.topic_scores,
         **connection(settings).kafka_python(),
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",

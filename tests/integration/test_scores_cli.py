@@ -49,6 +49,16 @@ def test_scores_tails_the_topic_readably_and_as_json(bootstrap: str, unique: str
     )
     assert [orjson.loads(line) for line in as_json.stdout.splitlines()] == [score, score]
 
+    # --v2 reads purchase-scores.v2 and shows the reasons.
+    reasons = {"reference_probability": 0.05, "interests": [], "top": [
+        {"code": "cart", "direction": "up", "impact": 0.42}]}  # fmt: skip
+    v2 = score | {"schema_version": "2", "reasons": reasons, "exploration": None}
+    produce(bootstrap, settings.scores_v2_topic, [(b"u42", orjson.dumps(v2))])
+    explained = subprocess.run(
+        [*cmd[:-1], "1", "--v2"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert explained.stdout.splitlines() == [lines[0] + "  why=[cart +0.420]"]
+
 
 def test_dedupe_prints_each_event_id_once_within_its_window(bootstrap: str, unique: str) -> None:
     settings = load_settings(

@@ -32,6 +32,27 @@ def test_a_newer_version_with_extra_fields_and_no_top_categories_still_prints() 
     )
 
 
+def test_a_v2_score_shows_its_reasons_largest_impact_first() -> None:
+    v2 = V1 | {
+        "schema_version": "2",
+        "reasons": {
+            "reference_probability": 0.05,
+            "top": [
+                {"code": "cart", "direction": "up", "impact": 0.4213},
+                {"code": "habits", "direction": "down", "impact": -0.0311},
+            ],
+            "interests": [],
+        },
+        "exploration": None,
+    }
+    assert format_score(orjson.dumps(v2)) == (
+        "10:00:00.250  user=u42        p=0.812  model=m-7  top=[c0001:0.75, c0002:0.25]"
+        "  why=[cart +0.421, habits -0.031]"
+    )
+    unexplained = v2 | {"reasons": None}
+    assert format_score(orjson.dumps(unexplained)).endswith("top=[c0001:0.75, c0002:0.25]")
+
+
 def test_missing_or_odd_fields_show_as_a_question_mark() -> None:
     odd = {"event_id": "e-9", "purchase_probability": "high", "top_categories": [7, {"w": 1}]}
     assert score_line(odd) == "?  user=?          p=?  model=?  top=[?:?]"
