@@ -14,7 +14,13 @@ import pytest
 
 from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 from tests.integration.harness import click_events, consume_until, produce, score_ids
-from tests.integration.test_worker import Stack, changelog_profiles, make_stack, offline_profiles
+from tests.integration.test_worker import (
+    Stack,
+    changelog_profiles,
+    make_stack,
+    offline_profiles,
+    wait_scored,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +39,29 @@ def _erase(stack: Stack, users: list[str]) -> tuple[float, str]:
     elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stdout + run.stderr
     return elapsed, run.stdout
+
+
+def _compacting_stack(bootstrap: str, tmp_path: Path, unique: str) -> Stack:
+    """A stack whose changelog compacts within seconds and keeps tombstones for 2 s."""
+    return make_stack(
+        bootstrap, tmp_path, unique,
+        INTENTFLOW_CHANGELOG_MAX_COMPACTION_LAG_SECONDS="2",
+        INTENTFLOW_CHANGELOG_DELETE_RETENTION_SECONDS="2",
+    )  # fmt: skip
+
+
+def _until_compacted(stack: Stack, gone: set[str], *, seed: int, prefix: str) -> dict:
+    """Keep the changelog moving (other shoppers' events) so segments roll and compaction
+    runs, until none of ``gone`` is left in it (or 150 s); the changelog's last keys."""
+    deadline, n = time.monotonic() + 150, 0
+    keys = _changelog_keys(stack)
+    while gone & keys.keys() and time.monotonic() < deadline:
+        more = click_events(40, users=50, seed=seed + n, start=START + 7200 + n * 60, prefix=prefix)
+        produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, more)
+        n += 1
+        time.sleep(3)
+        keys = _changelog_keys(stack)
+    return keys
 
 
 def _changelog_keys(stack: Stack) -> dict[str, bytes | None]:
@@ -75,11 +104,7 @@ def _rocksdb_profiles(data_dir: Path) -> dict[str, bytes]:
 def test_erasure_reaches_rocksdb_and_the_compacted_changelog(
     bootstrap: str, tmp_path: Path, unique: str
 ) -> None:
-    stack = make_stack(
-        bootstrap, tmp_path, unique,
-        INTENTFLOW_CHANGELOG_MAX_COMPACTION_LAG_SECONDS="2",
-        INTENTFLOW_CHANGELOG_DELETE_RETENTION_SECONDS="2",
-    )  # fmt: skip
+    stack = _compacting_stack(bootstrap, tmp_path, unique)
     pseudonyms = Pseudonymizer(parse_keys(stack.settings.pseudonym_keys))
     payloads = click_events(EVENTS, users=USERS, seed=31, start=START, step=1.0)
     users = sorted({key.decode() for key, _ in payloads})
@@ -106,16 +131,7 @@ def test_erasure_reaches_rocksdb_and_the_compacted_changelog(
     worker = stack.worker("a").start()  # the same data dir, after the SIGKILL
     try:
         worker.wait_ready()
-        deadline, n = time.monotonic() + 150, 0
-        keys = _changelog_keys(stack)
-        while gone & keys.keys() and time.monotonic() < deadline:
-            more = click_events(
-                40, users=50, seed=1000 + n, start=START + 7200 + n * 60, prefix="f"
-            )
-            produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, more)
-            n += 1
-            time.sleep(3)
-            keys = _changelog_keys(stack)
+        keys = _until_compacted(stack, gone, seed=1000, prefix="f")
         left = gone & keys.keys()
         assert not left, (
             f"{len(left)} erased keys left in the changelog (tombstones: "
@@ -163,25 +179,17 @@ def test_a_stale_local_copy_cannot_bring_an_erased_profile_back(
     shoppers and compaction removes their tombstones from the changelog. A's copy is then
     older than the changelog keeps tombstones: reading on from its position would never see
     the erasures, so A discards it and rebuilds the partitions from the changelog."""
-    stack = make_stack(
-        bootstrap, tmp_path, unique,
-        INTENTFLOW_CHANGELOG_MAX_COMPACTION_LAG_SECONDS="2",
-        INTENTFLOW_CHANGELOG_DELETE_RETENTION_SECONDS="2",
-    )  # fmt: skip
+    stack = _compacting_stack(bootstrap, tmp_path, unique)
     pseudonyms = Pseudonymizer(parse_keys(stack.settings.pseudonym_keys))
     payloads = click_events(800, users=200, seed=41, start=START, step=1.0)
     users = sorted({key.decode() for key, _ in payloads})
     erased = users[:5]
     gone = {p for u in erased for p in pseudonyms.all_pseudonyms(u)}
-    ids = set(score_ids([(None, v) for _, v in payloads]))
     a = stack.worker("a").start()
     try:
         a.wait_ready()
         produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, payloads)
-        consume_until(
-            stack.settings.kafka_bootstrap, stack.settings.topic_scores,
-            lambda recs: ids <= set(score_ids(recs)), timeout=120,
-        )  # fmt: skip
+        wait_scored(stack, set(score_ids([(None, v) for _, v in payloads])), timeout=120)
     finally:
         assert a.stop() == 0, a.log()
     assert gone & _rocksdb_profiles(stack.tmp / "data-a").keys()  # A holds them
@@ -190,14 +198,8 @@ def test_a_stale_local_copy_cannot_bring_an_erased_profile_back(
     try:
         b.wait_ready(timeout=120)
         _erase(stack, erased)
-        deadline, n = time.monotonic() + 150, 0
-        while gone & _changelog_keys(stack).keys() and time.monotonic() < deadline:
-            more = click_events(40, users=50, seed=2000 + n, start=START + 7200 + n * 60,
-                                prefix="g")  # fmt: skip
-            produce(stack.settings.kafka_bootstrap, stack.settings.topic_events, more)
-            n += 1
-            time.sleep(3)
-        assert not gone & _changelog_keys(stack).keys(), "compaction did not remove them"
+        keys = _until_compacted(stack, gone, seed=2000, prefix="g")
+        assert not gone & keys.keys(), "compaction did not remove them"
     finally:
         assert b.stop() == 0, b.log()
 
