@@ -56,6 +56,12 @@ class Throttle:
     def pending(self) -> int:
         return len(self._pending)
 
+    def take_all(self) -> list[Row]:
+        """Every pending row, windows closed or not (the worker is stopping: the last state of
+        every user is still scored)."""
+        rows, self._pending = list(self._pending.values()), {}
+        return rows
+
     def forget(self, erased: Callable[[str], bool]) -> int:
         """Drop the pending row of every user for whom ``erased(user_id)`` holds (an erasure:
         the waiting score is never published); how many were dropped."""

@@ -14,11 +14,10 @@ import logging
 import time
 from typing import Any
 
-from streams.processing.step import score
 from streams.worker.context import Worker
 from streams.worker.gc_pauses import freeze_startup_heap
 from streams.worker.retention import INTERVAL_SECONDS
-from streams.worker.sending import publish_dead_letters, publish_scores
+from streams.worker.sending import score_rows
 
 log = logging.getLogger("intentflow.worker")
 
@@ -87,12 +86,4 @@ async def _refuse(stream: Any) -> None:
 
 async def score_due(w: Worker) -> list[Any]:
     """Score the throttled rows whose window closed; their delivery awaitables."""
-    rows = w.throttle.due(time.time())
-    if not rows:
-        return []
-    bundle = w.models.bundle
-    assert bundle is not None  # the worker does not start without a model
-    started = time.perf_counter()
-    scored = score(rows, bundle, top_k=w.settings.top_categories)
-    letters = await publish_dead_letters(w, scored.dead_letters)
-    return [*([letters] if letters else []), *await publish_scores(w, scored, started)]
+    return await score_rows(w, w.throttle.due(time.time()))

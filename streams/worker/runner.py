@@ -37,7 +37,7 @@ from streams.worker import faust_compat
 from streams.worker.context import Worker
 from streams.worker.drift import FeatureMonitor
 from streams.worker.retention import RetentionSweep
-from streams.worker.sending import publish_dead_letters, publish_scores
+from streams.worker.sending import publish_dead_letters, publish_scores, score_rows
 
 log = logging.getLogger("intentflow.worker")
 
@@ -393,6 +393,8 @@ class BatchRunner:
             self.stopping = True
             started = time.monotonic()
             try:
+                if self.w.throttle_policy is not None:  # scores held back are published now
+                    self.pending.sends.extend(await score_rows(self.w, self.w.throttle.take_all()))
                 await asyncio.wait_for(self._checkpoint(), self.settings.stop_checkpoint_seconds)
             except Exception as exc:  # stopping anyway; the restart replays, nothing is lost
                 log.warning(

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from streams.contracts.dead_letters import DeadLetter, dead_letter_key, encode_dead_letter
-from streams.processing.step import Record, Scored
+from streams.processing.step import Record, Row, Scored, score
 from streams.worker.context import Worker
 from streams.worker.faust_compat import ChangelogTrackingProducer
 from streams.worker.metrics import observe_many
@@ -108,3 +108,15 @@ def _explained(w: Worker, scored: Scored) -> str:
         return "off"
     bundle = w.models.bundle
     return "no_reference" if bundle is None or bundle.reference is None else "failed"
+
+
+async def score_rows(w: Worker, rows: Sequence[Row]) -> list[Any]:
+    """Score rows the throttled policy held back, publish them; their delivery awaitables."""
+    if not rows:
+        return []
+    bundle = w.models.bundle
+    assert bundle is not None  # the worker does not start without a model
+    started = time.perf_counter()
+    scored = score(rows, bundle, top_k=w.settings.top_categories)
+    letters = await publish_dead_letters(w, scored.dead_letters)
+    return [*([letters] if letters else []), *await publish_scores(w, scored, started)]

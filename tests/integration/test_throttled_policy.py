@@ -82,3 +82,34 @@ def test_throttled_policy_scores_a_user_at_most_once_per_interval_and_always_the
         f"{len(too_close)} scores within {INTERVAL}s of the previous: {too_close[:5]}"
     )
     assert len(records) < len(payloads) / 2  # the policy held most events back
+
+
+def test_a_stopping_worker_scores_what_the_throttle_held_back(
+    bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    """A long interval holds every user's later events back; a clean stop scores each user's
+    latest event before it exits, so no user's last state goes unscored."""
+    stack = make_stack(
+        bootstrap, tmp_path, unique,
+        INTENTFLOW_SCORING_POLICY="throttled", INTENTFLOW_SCORE_INTERVAL_SECONDS="3600",
+    )  # fmt: skip
+    s = stack.settings
+    payloads = click_events(600, users=30, seed=52, start=time.time() - 3600)
+    latest = {key: orjson.loads(value)["event_id"] for key, value in payloads}
+    first = {}
+    for key, value in payloads:
+        first.setdefault(key, orjson.loads(value)["event_id"])
+    worker = stack.worker("t")
+    worker.start()
+    scores = TopicTail(bootstrap, s.topic_scores)
+    try:
+        worker.wait_ready()
+        produce(bootstrap, s.topic_events, payloads)
+        # each user's first event is scored at once; the rest wait for the hour's window
+        scores.wait(covering(set(first.values()), score_event_id), 60, "first events scored")
+    finally:
+        scores.close()
+        assert worker.stop() == 0, worker.log(40)
+    scored = {orjson.loads(r.value)["event_id"] for r in read_topic(bootstrap, s.topic_scores)}
+    assert set(latest.values()) <= scored
+    assert len(scored) <= 2 * len(latest)  # at most the first and the latest of each user
