@@ -117,34 +117,13 @@ def pick_bundle(home: Path) -> tuple[Path, str]:
         snapshot = home / "bundle"
         shutil.copytree(current.resolve(), snapshot)
         return snapshot, f"trained bundle models/current -> {current.resolve().name} (a copy)"
-    from tests.bundles import make_bundle
+    from tests.bundles import make_explained_bundle
 
-    plain = make_bundle(home / "bundle-plain", "bench-logistic", seed=0)
-    path = make_bundle(home / "bundle", "bench-logistic", seed=0, reference=_reference(plain))
+    path = make_explained_bundle(home / "bundle", "bench-logistic", seed=0)
     return path, (
-        "tests/bundles.make_bundle (no models/current): logistic regression, ONNX, with a "
-        "training reference (so purchase-scores.v2 carries reasons and drift is measured)"
+        "tests/bundles.make_explained_bundle (no models/current): logistic regression, ONNX, "
+        "with a training reference (so purchase-scores.v2 carries reasons and drift is measured)"
     )
-
-
-def _reference(bundle: Path) -> Any:
-    """A training reference for a bundle that has none: the features of 300 simulated shoppers
-    over two days (seed 7), as ``intentflow train`` fits it on its training rows."""
-    from streams import features
-    from streams.contracts.events import ClickEvent, decode_event
-    from streams.features.reference import fit_reference
-    from streams.model.bundle import load_bundle
-    from streams.sources.simulate import generate
-
-    embeddings = load_bundle(bundle, threads=1).embeddings
-    profiles: dict[str, features.Profile] = {}
-    pairs = []
-    for record in generate(300, 2 * 86_400.0, 7):
-        event = decode_event(record.payload) if record.valid else None
-        if isinstance(event, ClickEvent):
-            profiles[event.user_id] = features.update(profiles.get(event.user_id), event)
-            pairs.append((profiles[event.user_id], event))
-    return fit_reference(features.feature_matrix(pairs, embeddings))
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -64,3 +64,30 @@ def make_bundle(
 def point(link: Path, target: Path) -> None:
     """Atomically point the ``link`` symlink at ``target`` (how a model is rolled)."""
     point_link(link, target)
+
+
+def simulated_reference(bundle: Path) -> Reference:
+    """A training reference for a bundle made here: the features, under the bundle's
+    embeddings, of 300 simulated shoppers over two days (seed 7), as ``intentflow train``
+    fits one on its training rows. With it the worker publishes reasons and drift."""
+    from streams import features
+    from streams.contracts.events import ClickEvent, decode_event
+    from streams.features.reference import fit_reference
+    from streams.model.bundle import load_bundle
+    from streams.sources.simulate import generate
+
+    embeddings = load_bundle(bundle, threads=1).embeddings
+    profiles: dict[str, features.Profile] = {}
+    pairs = []
+    for record in generate(300, 2 * 86_400.0, 7):
+        event = decode_event(record.payload) if record.valid else None
+        if isinstance(event, ClickEvent):
+            profiles[event.user_id] = features.update(profiles.get(event.user_id), event)
+            pairs.append((profiles[event.user_id], event))
+    return fit_reference(features.feature_matrix(pairs, embeddings))
+
+
+def make_explained_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
+    """``make_bundle`` with a ``simulated_reference``: scores come with reasons."""
+    plain = make_bundle(directory.with_name(directory.name + "-plain"), version, seed=seed)
+    return make_bundle(directory, version, seed=seed, reference=simulated_reference(plain))

@@ -179,9 +179,11 @@ def consume_loop(
     consumer = KafkaConsumer(
         **connection(settings).kafka_python(), group_id=None, enable_auto_commit=False
     )
+    # purchase-scores.v2 when the worker publishes it: every v1 field and the reasons (why=)
+    scores = settings.scores_v2_topic if settings.publish_scores_v2 else settings.topic_scores
     partitions = [
         TopicPartition(topic, p)
-        for topic in (settings.topic_scores, settings.topic_dlq)
+        for topic in (scores, settings.topic_dlq)
         for p in sorted(consumer.partitions_for_topic(topic) or ())
     ]
     consumer.assign(partitions)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from streams.devtools.localkafka import free_port
-from tests.bundles import make_bundle, point
+from tests.bundles import make_explained_bundle, point
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_streams_scores_and_summarises_them(bootstrap: str, tmp_path: Path) -> None:
     current = tmp_path / "current"
-    point(current, make_bundle(tmp_path / "bundles" / "v1", "demo-test-v1", seed=5))
+    point(current, make_explained_bundle(tmp_path / "bundles" / "v1", "demo-test-v1", seed=5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTENTFLOW_")}
     env.update(
         INTENTFLOW_KAFKA_BOOTSTRAP=bootstrap,
@@ -35,6 +35,7 @@ def test_demo_streams_scores_and_summarises_them(bootstrap: str, tmp_path: Path)
     assert run.returncode == 0, out
     assert "reusing model demo-test-v1" in out
     assert re.search(r"user=\S+ +p=0\.\d{3} +model=demo-test-v1 +top=\[", out), out
+    assert re.search(r"top=\[.*\]  why=\[\w+ [+-]0\.\d{3}", out), out  # the reasons (v2)
     produced = re.search(r"events produced +([\d,]+) +\(([\d,]+) valid, ([\d,]+) malformed\)", out)
     scored = re.search(r"scores received +([\d,]+)", out)
     letters = re.search(r"dead letters +([\d,]+)", out)
