@@ -1,7 +1,8 @@
 """Pure feature code shared by the worker and training: numpy and the standard library only.
 
-- ``profile``: per-user state (``Profile``), its pure ``update`` in event time, the compact
-  versioned encoding, and ``top_categories``.
+- ``profile``: per-user state (``Profile``), its pure ``update`` in event time, and
+  ``top_categories``.
+- ``encoding``: the profile's compact, versioned bytes (trailing sections per version).
 - ``embeddings``: the category embedding table of a model bundle, with a hashed fallback.
 - ``vector``: the frozen, hashed ``FEATURE_SPEC`` (with the group of each feature: the reason
   codes) and ``feature_vector``/``feature_matrix``.
@@ -14,6 +15,12 @@ Prometheus, pydantic or TensorFlow module came with it.
 """
 
 from streams.features.embeddings import EMBEDDING_DIM, CategoryEmbeddings, hashed_vector
+from streams.features.encoding import (
+    PROFILE_FORMAT_VERSION,
+    decode_profile,
+    encode_profile,
+    profile_clock,
+)
 from streams.features.profile import (
     EVENT_TYPES,
     INTEREST_HALF_LIFE_S,
@@ -23,9 +30,6 @@ from streams.features.profile import (
     TOP_K_CATEGORIES,
     EventLike,
     Profile,
-    decode_profile,
-    encode_profile,
-    profile_clock,
     stable_hash,
     top_categories,
     update,
@@ -49,6 +53,7 @@ __all__ = [
     "INTEREST_HALF_LIFE_S",
     "LONG_HALF_LIFE_S",
     "N_FEATURES",
+    "PROFILE_FORMAT_VERSION",
     "SESSION_GAP_S",
     "SHORT_HALF_LIFE_S",
     "TOP_K_CATEGORIES",

@@ -9,12 +9,9 @@ backwards; its own contribution is decayed to the clock instead.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
-
-from streams.errors import ProfileDecodeError
 
 EVENT_TYPES: tuple[str, ...] = (
     "view",
@@ -50,8 +47,7 @@ INTEREST_WEIGHTS: dict[str, float] = {
     "purchase": 2.0,
 }
 
-PROFILE_FORMAT_VERSION = 2  # 2: cart entries carry their time; last cart and purchase times
-_MAGIC = b"ip"
+COUNT_MAX = 255  # per-item counters (carts, favourites, touches this session) saturate here
 
 
 class EventLike(Protocol):
@@ -98,6 +94,16 @@ class Profile:
     session_events: int = 0
     session_carts: int = 0
     session_categories: tuple[int, ...] = ()  # crc32 of distinct categories, bounded
+    # Item memory, one entry per key of ``items`` (same keys): (first touch, last touch, in
+    # whole unix seconds; carts, favourites, touches this session, each saturating at
+    # COUNT_MAX). Whole seconds so that the compact encoding round-trips exactly.
+    item_info: dict[int, tuple[int, int, int, int, int]] = field(default_factory=dict)
+    item_gap_s: int = -1  # seconds since this event's item was last touched; -1: new or none
+    session_repeats: int = 0  # events this session on an item already touched this session
+    session_purchases: int = 0
+    total_carts: int = 0  # lifetime counts, not decayed: the user's conversion propensity
+    total_favorites: int = 0
+    total_purchases: int = 0
 
 
 def stable_hash(value: str) -> int:
@@ -187,33 +193,46 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         if not math.isfinite(price_sum):  # never store a value that poisons every later score
             raise ValueError(f"event {event.event_id}: price {event.price} overflows the price sum")
 
+    cat_hash = stable_hash(category) if category is not None else None
+    carted = 1 if etype == "add_to_cart" else 0
+    bought = 1 if etype == "purchase" else 0
+    in_session = True  # whether this event belongs to the (possibly new) current session
+    if new_session:
+        s_start, s_last, s_events, s_carts, s_bought = ts, ts, 1, carted, bought
+        s_cats: tuple[int, ...] = (cat_hash,) if cat_hash is not None else ()
+        s_repeats = 0
+    elif ts >= p.session_start - SESSION_GAP_S:  # in (or just before) the current session
+        s_start, s_last = min(p.session_start, ts), max(p.session_last, ts)
+        s_events, s_carts = p.session_events + 1, p.session_carts + carted
+        s_bought, s_repeats = p.session_purchases + bought, p.session_repeats
+        s_cats = p.session_categories
+        if cat_hash is not None and cat_hash not in s_cats and len(s_cats) < SESSION_CATEGORIES_MAX:
+            s_cats = (*s_cats, cat_hash)
+    else:  # a late event from an earlier session: the current session is unchanged
+        in_session = False
+        s_start, s_last = p.session_start, p.session_last
+        s_events, s_carts, s_cats = p.session_events, p.session_carts, p.session_categories
+        s_bought, s_repeats = p.session_purchases, p.session_repeats
+
     cart = tuple(entry for entry in p.cart if entry[1] >= clock - CART_TTL_S)
+    item_info = p.item_info if event.item_id is None else dict(p.item_info)
+    item_gap = -1
     if event.item_id is not None:
         item = stable_hash(event.item_id)
         items[item] = items.get(item, 0.0) + f_long_event
+        info, item_gap, repeat = _touch_item(p.item_info.get(item), ts, etype, s_start, in_session)
+        item_info[item] = info
+        s_repeats = min(s_repeats + repeat, 0xFFFF)
         if etype == "add_to_cart" and ts >= clock - CART_TTL_S:
             added = max([ts, *(t for i, t in cart if i == item)])
             cart = (*(e for e in cart if e[0] != item), (item, added))[-CART_MAX:]
         elif etype in ("remove_from_cart", "purchase"):
             cart = tuple(e for e in cart if e[0] != item)
-    _top_k(items, TOP_K_ITEMS)
+    _top_k(items, TOP_K_ITEMS)  # also drops items decayed below MIN_WEIGHT
+    if len(item_info) != len(items):  # an item was dropped: forget its memory too
+        item_info = {i: item_info[i] for i in items}
     last_cart_ts = max(p.last_cart_ts, ts) if etype == "add_to_cart" else p.last_cart_ts
     last_purchase = max(p.last_purchase_ts, ts) if etype == "purchase" else p.last_purchase_ts
-
-    cat_hash = stable_hash(category) if category is not None else None
-    carted = 1 if etype == "add_to_cart" else 0
-    if new_session:
-        s_start, s_last, s_events, s_carts = ts, ts, 1, carted
-        s_cats: tuple[int, ...] = (cat_hash,) if cat_hash is not None else ()
-    elif ts >= p.session_start - SESSION_GAP_S:  # in (or just before) the current session
-        s_start, s_last = min(p.session_start, ts), max(p.session_last, ts)
-        s_events, s_carts = p.session_events + 1, p.session_carts + carted
-        s_cats = p.session_categories
-        if cat_hash is not None and cat_hash not in s_cats and len(s_cats) < SESSION_CATEGORIES_MAX:
-            s_cats = (*s_cats, cat_hash)
-    else:  # a late event from an earlier session: the current session is unchanged
-        s_start, s_last = p.session_start, p.session_last
-        s_events, s_carts, s_cats = p.session_events, p.session_carts, p.session_categories
 
     return Profile(
         clock=clock,
@@ -233,6 +252,48 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         session_events=s_events,
         session_carts=s_carts,
         session_categories=s_cats,
+        item_info=item_info,
+        item_gap_s=item_gap,
+        session_repeats=s_repeats,
+        session_purchases=min(s_bought, 0xFFFF),
+        total_carts=p.total_carts + carted,
+        total_favorites=p.total_favorites + (1 if etype == "favorite" else 0),
+        total_purchases=p.total_purchases + bought,
+    )
+
+
+def _touch_item(
+    info: tuple[int, int, int, int, int] | None,
+    ts: float,
+    etype: str,
+    session_start: float,
+    in_session: bool,
+) -> tuple[tuple[int, int, int, int, int], int, int]:
+    """(the item's new memory, seconds since its previous touch or -1, 1 if a repeat this session).
+
+    Times are whole seconds. An out-of-order touch widens [first, last] and reports a gap of 0.
+    """
+    now = math.floor(ts)
+    carts = 1 if etype == "add_to_cart" else 0
+    favs = 1 if etype == "favorite" else 0
+    since = math.floor(session_start)
+    if info is None:
+        return (now, now, carts, favs, 1 if in_session else 0), -1, 0
+    first, last, n_carts, n_favs, touches = info
+    gap = max(now - last, 0)
+    touched_this_session = last >= since
+    if in_session:
+        touches = min(touches + 1, COUNT_MAX) if touched_this_session else 1
+    return (
+        (
+            min(first, now),
+            max(last, now),
+            min(n_carts + carts, COUNT_MAX),
+            min(n_favs + favs, COUNT_MAX),
+            touches,
+        ),
+        gap,
+        1 if in_session and touched_this_session else 0,
     )
 
 
@@ -246,130 +307,3 @@ def top_categories(profile: Profile, k: int) -> list[tuple[str, float]]:
         return []
     ranked = sorted(profile.weights.items(), key=lambda cw: (-cw[1], cw[0]))[:k]
     return [(c, min(1.0, w / total)) for c, w in ranked]
-
-
-# Binary layout, little endian. Floats are float64 so the round trip is exact, and dict order is
-# kept, so a decoded profile computes bit-identical features.
-_HEAD = struct.Struct("<2sB")
-_FIXED = struct.Struct(f"<dQdddddIIdd{N_TYPES}d{N_TYPES}d")
-_U16 = struct.Struct("<H")
-_U8 = struct.Struct("<B")
-_F64 = struct.Struct("<d")
-_ITEM = struct.Struct("<Id")
-
-
-def encode_profile(profile: Profile) -> bytes:
-    """Compact, versioned bytes for a profile (about 1 KB for a busy user)."""
-    out = bytearray(_HEAD.pack(_MAGIC, PROFILE_FORMAT_VERSION))
-    out += _FIXED.pack(
-        profile.clock,
-        profile.n_events,
-        profile.last_gap_s,
-        profile.price_sum,
-        profile.price_n,
-        profile.session_start,
-        profile.session_last,
-        profile.session_events,
-        profile.session_carts,
-        profile.last_cart_ts,
-        profile.last_purchase_ts,
-        *profile.short_counts,
-        *profile.long_counts,
-    )
-    out += _U16.pack(len(profile.weights))
-    for category, weight in profile.weights.items():
-        raw = category.encode("utf-8")
-        out += _U16.pack(len(raw)) + raw + _F64.pack(weight)
-    out += _U16.pack(len(profile.items))
-    for item, weight in profile.items.items():
-        out += _ITEM.pack(item, weight)
-    out += _U8.pack(len(profile.cart))
-    for item, added in profile.cart:
-        out += _ITEM.pack(item, added)
-    cats = profile.session_categories
-    out += _U8.pack(len(cats)) + struct.pack(f"<{len(cats)}I", *cats)
-    return bytes(out)
-
-
-def profile_clock(data: bytes) -> float:
-    """The clock (newest event time) of an encoded profile, without decoding the rest (the
-    retention sweep reads it for every stored profile); ProfileDecodeError if not a profile."""
-    try:
-        magic, version = _HEAD.unpack_from(data, 0)
-        (clock,) = _F64.unpack_from(data, _HEAD.size)
-    except struct.error:
-        raise ProfileDecodeError(f"profile bytes too short ({len(data)} bytes)") from None
-    if magic != _MAGIC or version != PROFILE_FORMAT_VERSION:
-        raise ProfileDecodeError(f"not a profile of format version {PROFILE_FORMAT_VERSION}")
-    return float(clock)
-
-
-def decode_profile(data: bytes) -> Profile:
-    """The exact profile ``encode_profile`` wrote; ProfileDecodeError if the bytes are not one."""
-    try:
-        magic, version = _HEAD.unpack_from(data, 0)
-    except struct.error:
-        raise ProfileDecodeError(
-            f"profile bytes too short ({len(data)} bytes) for the {_HEAD.size}-byte header"
-        ) from None
-    if magic != _MAGIC:
-        raise ProfileDecodeError(f"not a profile: header starts {magic!r}, expected {_MAGIC!r}")
-    if version != PROFILE_FORMAT_VERSION:
-        raise ProfileDecodeError(
-            f"profile format version {version} is unknown; this worker reads version "
-            f"{PROFILE_FORMAT_VERSION}"
-        )
-    try:
-        pos = _HEAD.size
-        fixed = _FIXED.unpack_from(data, pos)
-        pos += _FIXED.size
-        (n,) = _U16.unpack_from(data, pos)
-        pos += _U16.size
-        weights: dict[str, float] = {}
-        for _ in range(n):
-            (length,) = _U16.unpack_from(data, pos)
-            pos += _U16.size
-            category = data[pos : pos + length].decode("utf-8")
-            pos += length
-            (weights[category],) = _F64.unpack_from(data, pos)
-            pos += _F64.size
-        (n,) = _U16.unpack_from(data, pos)
-        pos += _U16.size
-        items: dict[int, float] = {}
-        for _ in range(n):
-            item, weight = _ITEM.unpack_from(data, pos)
-            items[item] = weight
-            pos += _ITEM.size
-        (n,) = _U8.unpack_from(data, pos)
-        pos += _U8.size
-        cart: list[tuple[int, float]] = []
-        for _ in range(n):
-            cart.append(_ITEM.unpack_from(data, pos))
-            pos += _ITEM.size
-        (n,) = _U8.unpack_from(data, pos)
-        pos += _U8.size
-        session_categories = struct.unpack_from(f"<{n}I", data, pos)
-        pos += 4 * n
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise ProfileDecodeError(f"profile bytes are truncated or corrupt: {exc}") from None
-    if pos != len(data):
-        raise ProfileDecodeError(f"profile has {len(data) - pos} trailing bytes after field end")
-    return Profile(
-        clock=fixed[0],
-        n_events=fixed[1],
-        last_gap_s=fixed[2],
-        price_sum=fixed[3],
-        price_n=fixed[4],
-        session_start=fixed[5],
-        session_last=fixed[6],
-        session_events=fixed[7],
-        session_carts=fixed[8],
-        last_cart_ts=fixed[9],
-        last_purchase_ts=fixed[10],
-        short_counts=tuple(fixed[11 : 11 + N_TYPES]),
-        long_counts=tuple(fixed[11 + N_TYPES : 11 + 2 * N_TYPES]),
-        weights=weights,
-        items=items,
-        cart=tuple(cart),
-        session_categories=session_categories,
-    )

@@ -20,6 +20,7 @@ from streams.features.embeddings import EMBEDDING_DIM, CategoryEmbeddings
 from streams.features.profile import (
     CART_MAX,
     CART_TTL_S,
+    COUNT_MAX,
     EVENT_TYPES,
     INTEREST_HALF_LIFE_S,
     INTEREST_WEIGHTS,
@@ -37,7 +38,7 @@ from streams.features.profile import (
     type_index,
 )
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"  # 2: item memory, open cart, repeats, propensity
 RECENCY_CAP_S = 30 * 86400.0  # recency of a user's first event, and the most we report
 
 # Every feature with its group, declared once. A group is what a reason code names (see
@@ -67,6 +68,23 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("price_rel_log", "price"),  # log1p(price) - log1p(user's decayed mean price); 0 if unknown
     ("item_interactions_log", "item"),  # decayed interactions with the current item
     ("item_in_cart", "cart"),  # the item was carted in the last day and not removed or bought
+    # Item memory: the current item's history with this user (0 when the event has no item).
+    ("item_new", "item"),  # first touch of this item (within the remembered top-K)
+    ("item_gap_log", "item"),  # log1p seconds since the previous touch of this item (capped)
+    ("item_first_age_log", "item"),  # log1p seconds since the first touch of this item
+    ("item_session_touches_log", "item"),  # touches of this item in the current session
+    ("item_carts_log", "item"),  # times this item was carted (saturates at 255)
+    ("item_favorites_log", "item"),
+    ("item_cart_age_log", "cart"),  # log1p seconds since this item went into the cart (capped)
+    ("cart_open_log", "cart"),  # items carted in the last day, not removed or bought
+    ("cart_newest_age_log", "cart"),  # ages of the newest and oldest of them (capped)
+    ("cart_oldest_age_log", "cart"),
+    ("session_repeat_share", "session"),  # share of this session's events on repeated items
+    ("session_purchases_log", "purchases"),
+    # Lifetime counts grow with the profile's age (not stationary), so only their ratio is a
+    # feature: on the Taobao sample the raw counts made the time-split validation worse.
+    ("conversion_rate", "propensity"),  # purchases / (carts + favourites + 1), lifetime
+    ("conversion_rate_long", "propensity"),  # the same from the decayed counts (days)
     ("hour_sin", "hour"),  # hour of day, UTC
     ("hour_cos", "hour"),
     *((f"type_{t}", "event_type") for t in EVENT_TYPES),
@@ -94,6 +112,7 @@ GROUP_DESCRIPTIONS: dict[str, str] = {
     "habits": "views, clicks, searches and favourites over the last days",
     "price": "the item's price, and how it compares with what the shopper usually looks at",
     "item": "how often the shopper has looked at this very item",
+    "propensity": "how often the shopper has bought before, against their carts and favourites",
     "hour": "the time of day",
     "event_type": "what the shopper just did (a view, a click, an add to cart...)",
 }
@@ -153,6 +172,7 @@ FEATURE_SPEC = FeatureSpec(
     params=(
         ("cart_max", CART_MAX),
         ("cart_ttl_s", CART_TTL_S),
+        ("count_max", COUNT_MAX),
         ("embedding_dim", EMBEDDING_DIM),
         ("event_types", EVENT_TYPES),
         ("interest_half_life_s", INTEREST_HALF_LIFE_S),
@@ -196,6 +216,13 @@ def feature_matrix(
     price = np.full(n, np.nan)
     mean_price = np.full(n, np.nan)
     item_w, in_cart = np.zeros(n), np.zeros(n)
+    has_item, item_gap, item_first_age = np.zeros(n), np.zeros(n), np.zeros(n)
+    item_touches, item_carts, item_favs = np.zeros(n), np.zeros(n), np.zeros(n)
+    item_cart_age = np.full(n, CART_TTL_S)
+    cart_open = np.zeros(n)
+    cart_newest, cart_oldest = np.full(n, CART_TTL_S), np.full(n, CART_TTL_S)
+    s_repeats, s_bought = np.zeros(n), np.zeros(n)
+    totals = np.zeros((n, 3))  # purchases, carts, favourites
     ts, etype = np.zeros(n), np.zeros(n, dtype=np.intp)
     for i, (p, e) in enumerate(rows):
         weights = p.weights
@@ -219,10 +246,28 @@ def feature_matrix(
             price[i] = e.price
         if p.price_n > 0:
             mean_price[i] = p.price_sum / p.price_n
+        cart = p.cart
+        if cart:
+            cart_open[i] = len(cart)
+            added = [t for _, t in cart]
+            cart_newest[i] = p.clock - max(added)
+            cart_oldest[i] = p.clock - min(added)
         if e.item_id is not None:
             item = stable_hash(e.item_id)
             item_w[i] = p.items.get(item, 0.0)
-            in_cart[i] = any(entry[0] == item for entry in p.cart)
+            for entry in cart:
+                if entry[0] == item:
+                    in_cart[i] = 1.0
+                    item_cart_age[i] = p.clock - entry[1]
+            info = p.item_info.get(item)
+            if info is not None:  # always, unless the item was evicted at once
+                has_item[i] = 1.0
+                first_s, last_s, item_carts[i], item_favs[i], touches = info
+                item_first_age[i] = math.floor(p.clock) - first_s
+                item_touches[i] = touches if last_s >= math.floor(p.session_start) else 0
+                item_gap[i] = p.item_gap_s
+        s_repeats[i], s_bought[i] = p.session_repeats, p.session_purchases
+        totals[i] = p.total_purchases, p.total_carts, p.total_favorites
         ts[i], etype[i] = e.ts, type_index(e.event_type)
 
     # Interest embedding: weighted mean of category vectors. np.add.at accumulates in index
@@ -283,6 +328,28 @@ def feature_matrix(
     )
     out[:, col["item_interactions_log"]] = np.log1p(item_w)
     out[:, col["item_in_cart"]] = in_cart
+    new = (has_item > 0) & (item_gap < 0)
+    out[:, col["item_new"]] = new
+    out[:, col["item_gap_log"]] = np.where(
+        has_item > 0, np.log1p(np.where(new, RECENCY_CAP_S, np.clip(item_gap, 0, RECENCY_CAP_S))), 0
+    )
+    out[:, col["item_first_age_log"]] = np.log1p(np.clip(item_first_age, 0.0, RECENCY_CAP_S))
+    out[:, col["item_session_touches_log"]] = np.log1p(item_touches)
+    out[:, col["item_carts_log"]] = np.log1p(item_carts)
+    out[:, col["item_favorites_log"]] = np.log1p(item_favs)
+    out[:, col["item_cart_age_log"]] = np.log1p(np.clip(item_cart_age, 0.0, CART_TTL_S))
+    out[:, col["cart_open_log"]] = np.log1p(cart_open)
+    out[:, col["cart_newest_age_log"]] = np.log1p(np.clip(cart_newest, 0.0, CART_TTL_S))
+    out[:, col["cart_oldest_age_log"]] = np.log1p(np.clip(cart_oldest, 0.0, CART_TTL_S))
+    out[:, col["session_repeat_share"]] = np.divide(
+        s_repeats, s_events, out=np.zeros(n), where=s_events > 0
+    )
+    out[:, col["session_purchases_log"]] = np.log1p(s_bought)
+    out[:, col["conversion_rate"]] = totals[:, 0] / (totals[:, 1] + totals[:, 2] + 1.0)
+    k_buy, k_cart, k_fav = (EVENT_TYPES.index(t) for t in ("purchase", "add_to_cart", "favorite"))
+    out[:, col["conversion_rate_long"]] = long_[:, k_buy] / (
+        long_[:, k_cart] + long_[:, k_fav] + 1.0
+    )
     angle = (ts % 86400.0) * (2.0 * math.pi / 86400.0)
     out[:, col["hour_sin"]] = np.sin(angle)
     out[:, col["hour_cos"]] = np.cos(angle)
