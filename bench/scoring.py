@@ -104,7 +104,7 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(0)
     from model_export.export import check_parity, export_onnx
-    from model_export.train import build_model
+    from model_export.selection import build_model
 
     t0 = time.perf_counter()
     X, y = data.X, data.y.astype(np.float32)  # noqa: N806

@@ -49,7 +49,7 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
         return f"{v:.4f}" if isinstance(v, float) else "-"
 
     return (
-        f"  {name:<34} roc_auc {f('roc_auc')}  pr_auc {f('pr_auc')}  "
+        f"  {name:<40} roc_auc {f('roc_auc')}  pr_auc {f('pr_auc')}  "
         f"log_loss {f('log_loss')}  ece {f('ece')}"
     )
 
@@ -133,18 +133,23 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
     md = result.metadata
     val = md["metrics"]["validation"]
     base = md["metrics"]["baselines"]
+    sel = md["selection"]
     click.echo(f"\nbundle {result.path} (model_version {md['model_version']})")
     click.echo(f"validation: {val['rows']} rows, {val['positives']} positives")
-    click.echo(_metrics_line("model (onnx)", val))
-    click.echo(_metrics_line("logistic_regression", base["logistic_regression"]))
-    click.echo(_metrics_line(f"heuristic ({base['heuristic']['name']})", base["heuristic"]))
+    click.echo(_metrics_line(f"model: {sel['chosen']}, calibrated (onnx)", val))
+    for cand in sel["candidates"]:
+        click.echo(_metrics_line(f"{cand['name']} (uncalibrated)", cand["validation_uncalibrated"]))
+    for name, m in base.items():
+        label = f"{name} ({m['name']})" if "name" in m else name
+        click.echo(_metrics_line(label, m))
     if val.get("oracle_roc_auc") is not None:
         ratio = val["roc_auc"] / val["oracle_roc_auc"]
         click.echo(f"  oracle roc_auc {val['oracle_roc_auc']:.4f} (model reaches {ratio:.3f})")
     t = md["timings"]
     click.echo(
-        f"timings: dataset {t['dataset_seconds']:.1f} s, train {t['train_seconds']:.1f} s, "
-        f"export {t['export_seconds']:.1f} s; parity max |diff| {md['parity']['max_abs_diff']:.2e}"
+        f"timings: dataset {t['dataset_seconds']:.1f} s, networks {t['train_seconds']:.1f} s, "
+        f"baselines {t['baselines_seconds']:.1f} s, export {t['export_seconds']:.1f} s, "
+        f"total {t['total_seconds']:.1f} s; parity max |diff| {md['parity']['max_abs_diff']:.2e}"
     )
     if link is not None:
         click.echo(f"{link} -> {result.path}")

@@ -61,6 +61,9 @@ def evaluate_bundle(
         if "logistic_regression" in params:
             p_lr = baselines.predict_logistic_regression(params["logistic_regression"], data.X)
             result["baselines"]["logistic_regression"] = metrics.summary(data.y, p_lr)
+        if "gradient_boosting" in params:
+            p_gb = baselines.predict_gradient_boosting(params["gradient_boosting"], data.X)
+            result["baselines"]["gradient_boosting"] = metrics.summary(data.y, p_gb)
         if "heuristic" in params:
             p_h = baselines.predict_heuristic(params["heuristic"], data.X)
             result["baselines"]["heuristic"] = {

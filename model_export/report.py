@@ -112,6 +112,21 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else "n/a"
 
 
+def _gradient_boosting_line(params: Mapping[str, Any] | None) -> list[str]:
+    if not params:
+        return []
+    searched = "; ".join(
+        f"{p['max_leaf_nodes']} leaves, min {p['min_samples_leaf']} rows per leaf: best "
+        f"{p['best_trees']} trees, tuning log loss {p['tune_log_loss']:.4f}"
+        for p in params["search"]
+    )
+    return [
+        f"- Gradient boosting (HistGradientBoosting, learning rate {params['learning_rate']:g}): "
+        f"{searched}; kept {params['max_leaf_nodes']} leaves and {params['trees_kept']} trees, "
+        "fitted again on all train rows"
+    ]
+
+
 def write_report(
     out_dir: Path, metadata: Mapping[str, Any], y: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> None:
@@ -124,12 +139,17 @@ def write_report(
     val = metadata["metrics"]["validation"]
     base = metadata["metrics"]["baselines"]
     training = metadata["training"]
-    heuristic_name = base["heuristic"].get("name", "?")
+    selection = metadata["selection"]
+    calibration = metadata["calibration"]
     rows: dict[str, Mapping[str, Any]] = {
-        "model (Keras MLP, served as ONNX)": val,
-        "logistic_regression": base["logistic_regression"],
-        f"heuristic: {heuristic_name}": base["heuristic"],
+        f"**model: {selection['chosen']}, calibrated, served as ONNX**": val
     }
+    for cand in selection["candidates"]:
+        rows[f"candidate {cand['name']} (fit rows only, uncalibrated)"] = cand[
+            "validation_uncalibrated"
+        ]
+    for name, m in base.items():
+        rows[f"{name}: {m['name']}" if "name" in m else name] = m
     oracle = val.get("oracle_roc_auc")
     lines = [
         f"# Model report: {metadata['model_version']}",
@@ -163,15 +183,35 @@ def write_report(
         f"{_iso(training['time_range']['start'])} .. {_iso(training['time_range']['end'])}",
         f"- Split boundary {_iso(training['split']['boundary'])}; train rows "
         f"{training['rows']} ({training['positives']} positive), of which the last "
-        f"{training['early_stopping_rows']} were held out for early stopping",
+        f"{training['tuning_rows']} ({training['tuning_positives']} positive) are the tuning "
+        "slice: early stopping, the choice of network, the gradient-boosting grid and "
+        "number of trees, and the calibration are all decided there, never on validation",
         f"- Category embeddings: {metadata['embeddings']['categories']} categories, "
         f"{metadata['embeddings']['method']}, from train-period events only",
         f"- Class imbalance: {training['class_weighting']}",
-        f"- Model: Normalization -> Dense(64, relu, L2 {training['l2']:g}) -> dropout "
-        f"{training['dropout']:g} -> Dense(1, sigmoid); Adam {training['learning_rate']:g}, "
+        f"- Model: {training['network']}; Adam {training['learning_rate']:g}, "
         f"batch {training['batch_size']}, best epoch {training['best_epoch']} of "
-        f"{training['epochs_run']} run (early stopping on held-out train tail, seed "
-        f"{training['seed']})",
+        f"{training['epochs_run']} run (early stopping on the tuning slice, patience "
+        f"{training.get('patience', '?')}, seed {training['seed']})"
+        + (
+            f", then fitted again on all {metadata['refit']['rows']} train rows for "
+            f"{metadata['refit']['epochs']} epochs"
+            if metadata.get("refit", {}).get("done")
+            else ""
+        ),
+        f"- Selection: {selection['rule']}; chose **{selection['chosen']}**",
+        *_gradient_boosting_line(metadata.get("baseline_params", {}).get("gradient_boosting")),
+        f"- Calibration: {calibration['method']}: a = {calibration['a']:.4f}, "
+        f"c = {calibration['c']:+.4f}; tuning-slice ECE {calibration['tune_ece_before']:.4f} "
+        f"-> {calibration['tune_ece_after']:.4f}",
+        "",
+        "| candidate | network | tuning ROC-AUC | tuning log loss | best epoch |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {c['name']} | {c['network']} | {_fmt(c['tune']['roc_auc'])} | "
+            f"{_fmt(c['tune']['log_loss'])} | {c['best_epoch']} of {c['epochs_run']} |"
+            for c in selection["candidates"]
+        ),
         "",
         "## Export",
         "",
@@ -179,7 +219,8 @@ def write_report(
         f"max |Keras - onnxruntime| on {metadata['parity']['rows']} validation rows: "
         f"{metadata['parity']['max_abs_diff']:.2e} (limit {metadata['parity']['tolerance']:g})",
         f"- Timings: dataset {metadata['timings']['dataset_seconds']:.1f} s, train "
-        f"{metadata['timings']['train_seconds']:.1f} s, export "
+        f"{metadata['timings']['train_seconds']:.1f} s, baselines "
+        f"{metadata['timings'].get('baselines_seconds', 0.0):.1f} s, export "
         f"{metadata['timings']['export_seconds']:.1f} s",
         f"- Feature spec {metadata['feature_version']} / {metadata['feature_spec_hash'][:12]}, "
         f"{len(metadata['feature_names'])} features",

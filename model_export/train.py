@@ -1,11 +1,14 @@
 """Train, evaluate, export and verify a model bundle from one event log.
 
 Steps: read and sort the log; label snapshots; split by time; learn category embeddings from
-the train period; replay the log through the feature code; fit the Keras model (early stopping
-on the last 15% of the train period, so the validation split is never used for any choice);
-fit the baselines; export to ONNX and check parity on the whole validation split; write the
-bundle atomically, with the training reference of every feature (its mean, the reference of
-reasons, and its histogram, the reference of drift: ``streams.features.reference``).
+the train period; replay the log through the feature code; fit the network candidates on the
+train period but its last 15% (the tuning slice, later in time), choose one and calibrate it on
+that slice (``model_export.selection``: the validation split is never used for any choice); fit
+the baselines on the same train rows (logistic regression, gradient-boosted trees tuned on the
+tuning slice, a one-feature heuristic); export to ONNX and check parity on the whole validation
+split; write the bundle atomically, with the training reference of every feature (its mean,
+the reference of reasons, and its histogram, the reference of drift:
+``streams.features.reference``).
 
 Class imbalance: no class weights or resampling. They trade calibration for recall, and the
 scores are consumed as probabilities downstream. The output bias starts at the log-odds of the
@@ -31,7 +34,7 @@ import sklearn
 import tensorflow as tf
 import tf2onnx
 
-from model_export import baselines, fit_baselines, metrics, report
+from model_export import baselines, fit_baselines, metrics, report, selection
 from model_export.dataset import (
     Dataset,
     build_dataset,
@@ -43,6 +46,7 @@ from model_export.dataset import (
 )
 from model_export.embeddings import learn_embeddings
 from model_export.export import OPSET, PARITY_TOLERANCE, check_parity, export_onnx, onnx_predict
+from model_export.selection import TUNE_FRACTION, NetworkSpec
 from streams.errors import DataError
 from streams.features import EMBEDDING_DIM, FEATURE_NAMES, FEATURE_SPEC
 from streams.features.reference import BINS, fit_reference
@@ -53,9 +57,7 @@ from streams.model.bundle import (
     REFERENCE_FILE,
     BundleWriter,
 )
-from streams.progress import Progress
 
-EARLY_STOPPING_FRACTION = 0.15
 CLASS_WEIGHTING = "none (calibrated probabilities); output bias initialised to the train log-odds"
 
 
@@ -74,6 +76,14 @@ class TrainConfig:
     l2: float = 3e-3  # kernel L2 penalty of both Dense layers
     dropout: float = 0.3  # after the hidden layer (identity at inference and in the export)
     threads: int = 2
+    # Network candidates beside the configured (l2, dropout): the same head with this many times
+    # the L2 penalty and dropout 0.5. The tuning slice chooses between them.
+    candidates: tuple[float, ...] = (10.0,)
+    # Fit the chosen network again on every train row (tuning slice included) for the epochs
+    # early stopping chose; the calibration fitted before is folded into it.
+    refit: bool = True
+    wide: bool = True  # also a wide-and-deep candidate (the output reads the features too)
+    gradient_boosting: bool = True  # fit the HistGradientBoosting baseline (the slowest step)
     # 0 silent; 1 progress bars (reading, features, epochs) on stderr; 2 the bars and Keras's
     # own line per epoch instead of the epochs bar (INTENTFLOW_LOG_LEVEL=debug)
     verbose: int = 0
@@ -100,57 +110,6 @@ def _configure_tensorflow(threads: int, seed: int) -> None:
         pass
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
-
-
-def build_model(
-    x_train: np.ndarray,
-    base_rate: float,
-    learning_rate: float,
-    l2: float = 0.0,
-    dropout: float = 0.0,
-) -> Any:
-    """Normalization (adapted on train) -> Dense(64, relu) -> Dense(1, sigmoid), functional.
-
-    Users' rows are strongly autocorrelated, so an unregularised MLP memorises users within an
-    epoch; L2 and dropout keep it general (see the report for the measured effect).
-    """
-    inputs = keras.Input(shape=(x_train.shape[1],), name=INPUT_NAME, dtype="float32")
-    norm = keras.layers.Normalization(name="normalize")
-    norm.adapt(x_train)
-    penalty = keras.regularizers.L2(l2) if l2 > 0 else None
-    hidden = keras.layers.Dense(64, activation="relu", kernel_regularizer=penalty, name="hidden")(
-        norm(inputs)
-    )
-    if dropout > 0:
-        hidden = keras.layers.Dropout(dropout, name="dropout")(hidden)
-    rate = min(max(base_rate, 1e-4), 1 - 1e-4)
-    outputs = keras.layers.Dense(
-        1,
-        activation="sigmoid",
-        kernel_regularizer=penalty,
-        name=OUTPUT_NAME,
-        bias_initializer=keras.initializers.Constant(math.log(rate / (1 - rate))),
-    )(hidden)
-    model = keras.Model(inputs=inputs, outputs=outputs, name="purchase_intent")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
-    return model
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """Advances a ``Progress`` bar at the end of each epoch, with the losses as its note."""
-
-    def __init__(self, bar: Progress) -> None:
-        super().__init__()
-        self.bar = bar
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
-        shown = [f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_auc") if k in logs]
-        self.bar.update(epoch + 1, note=", ".join(shown))
 
 
 def _require_both_classes(name: str, data: Dataset, source: Path) -> None:
@@ -198,42 +157,74 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         f"{len(embeddings)} category embeddings; {t_dataset:.1f} s"
     )
 
-    # Keras
+    # Networks: fitted on the train period but its tail; that later tail (the tuning slice)
+    # stops them early, chooses one and calibrates it.
     t0 = time.perf_counter()
     _configure_tensorflow(cfg.threads, cfg.seed)
-    n_fit = int(len(train) * (1 - EARLY_STOPPING_FRACTION))
-    x_fit, y_fit = train.X[:n_fit], train.y[:n_fit].astype(np.float32)
-    x_es, y_es = train.X[n_fit:], train.y[n_fit:].astype(np.float32)
-    model = build_model(
-        train.X, float(train.y.mean()), cfg.learning_rate, l2=cfg.l2, dropout=cfg.dropout
-    )
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=cfg.patience, restore_best_weights=True
-    )
-    with Progress("train", cfg.epochs, unit="epochs", enabled=cfg.verbose == 1) as bar:
-        history = model.fit(
-            x_fit,
-            y_fit,
-            validation_data=(x_es, y_es),
+    n_fit = int(len(train) * (1 - TUNE_FRACTION))
+    fit = (train.X[:n_fit], train.y[:n_fit])
+    tune = (train.X[n_fit:], train.y[n_fit:])
+    _require_both_classes("tuning slice", train.subset(np.arange(len(train)) >= n_fit), cfg.events)
+    specs = [NetworkSpec("mlp", cfg.l2, cfg.dropout)]
+    specs += [
+        NetworkSpec(f"mlp_l2x{k:g}", cfg.l2 * k, max(cfg.dropout, 0.5)) for k in cfg.candidates
+    ]
+    if cfg.wide:
+        specs.append(NetworkSpec("wide_and_deep", cfg.l2, cfg.dropout, wide=True))
+    fitted = []
+    for spec in specs:
+        keras.utils.set_random_seed(cfg.seed)
+        net = selection.fit_network(
+            spec,
+            fit,
+            tune,
+            learning_rate=cfg.learning_rate,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
-            callbacks=[stop, EpochProgress(bar)],
-            shuffle=True,
-            verbose=2 if cfg.verbose >= 2 else 0,
+            patience=cfg.patience,
+            verbose=cfg.verbose,
         )
-        val_losses = history.history["val_loss"]
-        best_epoch = int(np.argmin(val_losses)) + 1
-        if len(val_losses) < cfg.epochs:
-            ran = len(val_losses)
-            bar.update(ran, total=ran, note=f"early stop; best epoch {best_epoch}")
-    p_keras = model.predict(val.X, batch_size=4096, verbose=0).reshape(-1)
+        log(
+            f"candidate {spec.name}: tuning slice roc_auc {net.tune['roc_auc']:.4f}, "
+            f"log_loss {net.tune['log_loss']:.4f} (best epoch {net.best_epoch} of {net.epochs_run})"
+        )
+        fitted.append(net)
+    chosen = selection.choose(fitted)
+    candidate_val = {net.spec.name: selection.predict(net.model, val.X) for net in fitted}
+    calibration = selection.calibration(chosen, tune)
+    log(
+        f"chose {chosen.spec.name} on the tuning slice; calibration sigmoid("
+        f"{calibration['a']:.3f} * logit {calibration['c']:+.3f}): tuning-slice ECE "
+        f"{calibration['tune_ece_before']:.4f} -> {calibration['tune_ece_after']:.4f}"
+    )
+    model = chosen.model
+    if cfg.refit:
+        keras.utils.set_random_seed(cfg.seed)
+        model = selection.refit(
+            chosen.spec,
+            (train.X, train.y),
+            epochs=chosen.best_epoch,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            verbose=cfg.verbose,
+        )
+    selection.fold_platt(model, calibration["a"], calibration["c"])
+    p_keras = selection.predict(model, val.X)
     t_train = time.perf_counter() - t0
+    log(f"networks took {t_train:.1f} s")
 
     # Baselines (same train rows, same validation rows)
+    t0 = time.perf_counter()
     lr_params = fit_baselines.fit_logistic_regression(train.X, train.y, cfg.seed)
     heuristic_params = fit_baselines.fit_heuristic(train.X, train.y)
     p_lr = baselines.predict_logistic_regression(lr_params, val.X)
     p_heuristic = baselines.predict_heuristic(heuristic_params, val.X)
+    gb_params: dict[str, Any] | None = None
+    if cfg.gradient_boosting:
+        gb_params = fit_baselines.fit_gradient_boosting(*fit, *tune, seed=cfg.seed)
+        p_gb = baselines.predict_gradient_boosting(gb_params, val.X)
+    t_baselines = time.perf_counter() - t0
+    log(f"baselines took {t_baselines:.1f} s")
 
     with BundleWriter(cfg.out) as writer:
         t0 = time.perf_counter()
@@ -258,6 +249,12 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         model_version = f"{created:%Y%m%dT%H%M%SZ}-{writer.model_digest()[:8]}"
         validation = metrics.summary(val.y, p_onnx)  # what the worker will serve
         scores = {"model": p_onnx, "logistic_regression": p_lr, "heuristic": p_heuristic}
+        baseline_metrics: dict[str, Any] = {"logistic_regression": metrics.summary(val.y, p_lr)}
+        baseline_params: dict[str, Any] = {"logistic_regression": lr_params}
+        if gb_params is not None:
+            scores["gradient_boosting"] = p_gb
+            baseline_metrics["gradient_boosting"] = metrics.summary(val.y, p_gb)
+            baseline_params["gradient_boosting"] = gb_params
         if truth is not None:
             oracle_auc, oracle_rows = _oracle(truth, val)
             validation["oracle_roc_auc"] = oracle_auc
@@ -266,6 +263,8 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
                 scores["oracle"] = np.array([truth[e] for e in val.event_ids.tolist()])
         heuristic_metrics = {"name": heuristic_params["name"]}
         heuristic_metrics.update(metrics.summary(val.y, p_heuristic))
+        baseline_metrics["heuristic"] = heuristic_metrics
+        baseline_params["heuristic"] = heuristic_params
         metadata: dict[str, Any] = {
             "model_version": model_version,
             "created_at": created.isoformat(),
@@ -311,29 +310,51 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
                 "rows": len(train),
                 "positives": int(train.y.sum()),
                 "early_stopping_rows": len(train) - n_fit,
+                "tuning_rows": len(train) - n_fit,
+                "tuning_positives": int(tune[1].sum()),
+                "tuning_fraction": TUNE_FRACTION,
                 "validation_rows": len(val),
                 "validation_positives": int(val.y.sum()),
                 "class_weighting": CLASS_WEIGHTING,
                 "seed": cfg.seed,
                 "epochs_max": cfg.epochs,
-                "epochs_run": len(val_losses),
-                "best_epoch": best_epoch,
+                "epochs_run": chosen.epochs_run,
+                "best_epoch": chosen.best_epoch,
                 "batch_size": cfg.batch_size,
                 "learning_rate": cfg.learning_rate,
-                "l2": cfg.l2,
-                "dropout": cfg.dropout,
+                "patience": cfg.patience,
+                "l2": chosen.spec.l2,
+                "dropout": chosen.spec.dropout,
+                "network": chosen.spec.describe(),
             },
-            "metrics": {
-                "validation": validation,
-                "baselines": {
-                    "logistic_regression": metrics.summary(val.y, p_lr),
-                    "heuristic": heuristic_metrics,
-                },
+            "selection": {
+                "rule": "highest ROC-AUC on the tuning slice (the last "
+                f"{TUNE_FRACTION:.0%} of the train period, in time)",
+                "chosen": chosen.spec.name,
+                "candidates": [
+                    {
+                        "name": net.spec.name,
+                        "network": net.spec.describe(),
+                        "l2": net.spec.l2,
+                        "dropout": net.spec.dropout,
+                        "epochs_run": net.epochs_run,
+                        "best_epoch": net.best_epoch,
+                        "tune": net.tune,
+                        "validation_uncalibrated": metrics.summary(
+                            val.y, candidate_val[net.spec.name]
+                        ),
+                    }
+                    for net in fitted
+                ],
             },
-            "baseline_params": {
-                "logistic_regression": lr_params,
-                "heuristic": heuristic_params,
+            "calibration": calibration,
+            "refit": {
+                "done": cfg.refit,
+                "rows": len(train) if cfg.refit else n_fit,
+                "epochs": chosen.best_epoch,
             },
+            "metrics": {"validation": validation, "baselines": baseline_metrics},
+            "baseline_params": baseline_params,
             "parity": {
                 "max_abs_diff": max_diff,
                 "rows": len(val),
@@ -343,6 +364,7 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
             "timings": {
                 "dataset_seconds": round(t_dataset, 3),
                 "train_seconds": round(t_train, 3),
+                "baselines_seconds": round(t_baselines, 3),
                 "export_seconds": round(t_export, 3),
             },
             "versions": _versions(),

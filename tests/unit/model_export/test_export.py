@@ -21,7 +21,8 @@ pytestmark = pytest.mark.train
 def test_export_parity_on_rows_and_any_batch_size(tmp_path: Path) -> None:
     from model_export.dataset import build_dataset, read_events
     from model_export.export import check_parity, export_onnx, onnx_predict
-    from model_export.train import _configure_tensorflow, build_model
+    from model_export.selection import build_model
+    from model_export.train import _configure_tensorflow
 
     log = synthetic_log(tmp_path / "log.jsonl", users=40, days=1.0, seed=4)
     data = build_dataset(read_events(log).events, 3600.0)

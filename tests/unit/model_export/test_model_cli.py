@@ -118,11 +118,14 @@ def test_train_prints_no_tensorflow_log_lines_by_default(tmp_path: Path) -> None
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     # stderr holds nothing but progress lines (written only if a step takes over 5 s).
-    progress = re.compile(r"^(read events|features|train): \d+% \| .* elapsed$")
+    progress = re.compile(r"^(read events|features|(train|refit) \w+): \d+% \| .* elapsed$")
     assert [line for line in run.stderr.splitlines() if not progress.match(line)] == []
     assert "Epoch" not in run.stdout
     assert run.stdout.startswith("read ") and "oracle roc_auc" in run.stdout
-    assert len(run.stdout.splitlines()) == 11  # 3 steps, a blank line, 7 of results
+    # 9 steps (read, dataset, 3 candidates, the choice, networks, baselines, export), a blank
+    # line, 11 of results (bundle, rows, the model, 3 candidates, 3 baselines, oracle, timings)
+    assert len(run.stdout.splitlines()) == 21, run.stdout
+    assert "gradient_boosting" in run.stdout and "wide_and_deep (uncalibrated)" in run.stdout
 
 
 def test_evaluate_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
