@@ -181,3 +181,20 @@ def evaluate_command(  # noqa: PLR0917 - one parameter per click option
             json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             raise DataError(f"cannot write {json_out}: {exc}") from None
+
+
+@click.command("split-users")
+@click.option("--events", type=click.Path(path_type=Path), required=True, help="Event log JSONL.")
+@click.option("--out-a", type=click.Path(path_type=Path), required=True, help="First half.")
+@click.option("--out-b", type=click.Path(path_type=Path), required=True, help="Second half.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def split_users_command(events: Path, out_a: Path, out_b: Path, seed: int) -> None:
+    """Split an event log into two logs of different users (about half each)."""
+    from model_export.dataset import split_users
+
+    result = split_users(events, out_a, out_b, seed=seed)
+    click.echo(
+        f"{out_a}: {result.users[0]} users, {result.lines[0]} events; "
+        f"{out_b}: {result.users[1]} users, {result.lines[1]} events"
+        + (f"; {result.skipped} lines without a user_id skipped" if result.skipped else "")
+    )

@@ -34,7 +34,7 @@ import sklearn
 import tensorflow as tf
 import tf2onnx
 
-from model_export import baselines, fit_baselines, metrics, report, selection
+from model_export import baselines, card, fit_baselines, metrics, report, selection
 from model_export.dataset import (
     Dataset,
     build_dataset,
@@ -369,6 +369,19 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
             },
             "versions": _versions(),
         }
+        t0 = time.perf_counter()
+        served = {k: v for k, v in scores.items() if k != "oracle"}
+        metadata["card"] = {
+            "intervals": card.bootstrap_intervals(val.y, served, val.user_ids, seed=cfg.seed),
+            "importance": card.permutation_importance(
+                lambda x: onnx_predict(model_path, x),
+                val.X,
+                val.y,
+                FEATURE_SPEC.group_columns(),
+                seed=cfg.seed,
+            ),
+        }
+        metadata["timings"]["card_seconds"] = round(time.perf_counter() - t0, 3)
         report.write_report(writer.staged, metadata, val.y, scores)
         metadata["timings"]["total_seconds"] = round(time.perf_counter() - t_start, 3)
         out = writer.publish(metadata, link=cfg.link)

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-taobao": ("streams.sources.taobao:import_taobao_command", "Convert the Taobao sample."),
     "train": ("model_export.cli:train_command", "Train, export and verify a model bundle."),
     "evaluate": ("model_export.cli:evaluate_command", "Evaluate a bundle on an event log."),
+    "split-users": (
+        "model_export.cli:split_users_command",
+        "Split an event log into two logs of different users.",
+    ),
     "explain": (
         "model_export.explain:explain_command",
         "Print one user's score history with its reasons.",
