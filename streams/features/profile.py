@@ -230,7 +230,10 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
             cart = tuple(e for e in cart if e[0] != item)
     _top_k(items, TOP_K_ITEMS)  # also drops items decayed below MIN_WEIGHT
     if len(item_info) != len(items):  # an item was dropped: forget its memory too
-        item_info = {i: item_info[i] for i in items}
+        if item_info is p.item_info:
+            item_info = dict(item_info)
+        for gone in item_info.keys() - items.keys():
+            del item_info[gone]
     last_cart_ts = max(p.last_cart_ts, ts) if etype == "add_to_cart" else p.last_cart_ts
     last_purchase = max(p.last_purchase_ts, ts) if etype == "purchase" else p.last_purchase_ts
 
