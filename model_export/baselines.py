@@ -35,8 +35,16 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
 
 
+def _columns(params: dict[str, Any], X: np.ndarray) -> np.ndarray:  # noqa: N803
+    """The columns a baseline was fitted on: the first ``columns`` (the dense features; the
+    recent sequence after them is for the sequence encoder only), or all for older bundles."""
+    x = np.asarray(X, dtype=np.float64)
+    n = int(params["columns"]) if "columns" in params else x.shape[1]
+    return x[:, :n]
+
+
 def predict_logistic_regression(params: dict[str, Any], X: np.ndarray) -> np.ndarray:  # noqa: N803
-    z = (np.asarray(X, dtype=np.float64) - np.asarray(params["mean"])) / np.asarray(params["scale"])
+    z = (_columns(params, X) - np.asarray(params["mean"])) / np.asarray(params["scale"])
     return sigmoid(z @ np.asarray(params["coef"]) + params["intercept"])
 
 
@@ -52,7 +60,7 @@ def predict_gradient_boosting(params: dict[str, Any], X: np.ndarray) -> np.ndarr
     (root 0); a row goes left when its value is <= the threshold, or is NaN and the node sends
     missing values left, exactly as scikit-learn's predictor does.
     """
-    x = np.asarray(X, dtype=np.float64)
+    x = _columns(params, X)
     raw = np.full(x.shape[0], float(params["baseline"]))
     rows = np.arange(x.shape[0])
     for tree in params["trees"]:

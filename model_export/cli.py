@@ -81,6 +81,12 @@ def _metrics_line(name: str, m: dict[str, Any]) -> str:
 @click.option("--dropout", type=click.FloatRange(0.0, 0.9), default=0.3, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(
+    "--sequence/--no-sequence",
+    default=False,
+    show_default=True,
+    help="Also fit the sequence encoder (self-attention over the last 16 events) as a candidate.",
+)
+@click.option(
     "--link",
     type=click.Path(path_type=Path),
     help="Also point this symlink (e.g. models/current) at the new bundle, atomically.",
@@ -103,6 +109,7 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
     l2: float,
     dropout: float,
     threads: int,
+    sequence: bool,
     link: Path | None,
     quiet: bool,
 ) -> None:
@@ -125,6 +132,7 @@ def train_command(  # noqa: PLR0917 - one parameter per click option
             l2=l2,
             dropout=dropout,
             threads=threads,
+            sequence=sequence,
             verbose=0 if quiet else 2 if log_level == "debug" else 1,
             link=link,
         ),

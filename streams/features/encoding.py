@@ -5,7 +5,8 @@ Layout, little endian: a 3-byte header (magic ``ip``, format version), then the 
 
     version 2: fixed scalars, category weights, items, cart, session categories
     version 3: + item memory (aligned with items), + counters (item gap, session repeats and
-               purchases, lifetime carts, favourites and purchases)
+               purchases, lifetime carts, favourites and purchases), + the recent sequence
+               (count, then 4 bytes per event: category bucket, code, gap code)
 
 A new section (for example exposures) is a new ``_Section`` appended to ``_SECTIONS`` with the
 version that introduced it, and ``PROFILE_FORMAT_VERSION`` bumped: older profiles still decode,
@@ -39,6 +40,7 @@ _ITEM = struct.Struct("<Id")
 # each; carts, favourites, touches this session.
 _ITEM_INFO = struct.Struct("<IIBBB")
 _COUNTERS = struct.Struct("<iHHIII")
+_STEP = struct.Struct("<HBB")
 _AGE_MAX = 0xFFFFFFFF
 
 Fields = dict[str, Any]
@@ -206,6 +208,23 @@ def _dec_counters(data: bytes, pos: int, f: Fields) -> int:
     return pos + _COUNTERS.size
 
 
+def _enc_recent(p: Profile, out: bytearray) -> None:
+    out += _U8.pack(len(p.recent))
+    for step in p.recent:
+        out += _STEP.pack(*step)
+
+
+def _dec_recent(data: bytes, pos: int, f: Fields) -> int:
+    (n,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    steps = []
+    for _ in range(n):
+        steps.append(_STEP.unpack_from(data, pos))
+        pos += _STEP.size
+    f["recent"] = tuple(steps)
+    return pos
+
+
 @dataclass(frozen=True)
 class _Section:
     since: int  # the format version that introduced it
@@ -222,6 +241,7 @@ _SECTIONS: tuple[_Section, ...] = (
     _Section(2, _enc_session_categories, _dec_session_categories),
     _Section(3, _enc_item_info, _dec_item_info, _upgrade_item_info),
     _Section(3, _enc_counters, _dec_counters),
+    _Section(3, _enc_recent, _dec_recent),
 )
 
 

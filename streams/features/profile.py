@@ -48,6 +48,9 @@ INTEREST_WEIGHTS: dict[str, float] = {
 }
 
 COUNT_MAX = 255  # per-item counters (carts, favourites, touches this session) saturate here
+SEQ_LEN = 16  # events kept in the recent sequence (the sequence encoder's input)
+SEQ_CATEGORY_BUCKETS = 4093  # categories hashed into 1..4093; 0 means no category
+SEQ_GAP_SCALE_S = 30 * 86400.0  # a gap of this long or more is code 255 (log scale)
 
 
 class EventLike(Protocol):
@@ -104,6 +107,10 @@ class Profile:
     total_carts: int = 0  # lifetime counts, not decayed: the user's conversion propensity
     total_favorites: int = 0
     total_purchases: int = 0
+    # The last SEQ_LEN events in arrival order, oldest first, each (category bucket, code, gap
+    # code): code = 1 + type index + 8 if the item was touched before (0 is never used, so a
+    # zero row is padding); gap code = log-scaled seconds since the user's previous event.
+    recent: tuple[tuple[int, int, int], ...] = ()
 
 
 def stable_hash(value: str) -> int:
@@ -262,7 +269,19 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         total_carts=p.total_carts + carted,
         total_favorites=p.total_favorites + (1 if etype == "favorite" else 0),
         total_purchases=p.total_purchases + bought,
+        recent=(*p.recent, _step(cat_hash, k, item_gap >= 0, last_gap))[-SEQ_LEN:],
     )
+
+
+_GAP_CODE_SCALE = 255 / math.log1p(SEQ_GAP_SCALE_S)
+
+
+def _step(cat_hash: int | None, k: int, repeat: bool, gap_s: float) -> tuple[int, int, int]:
+    """One event of the recent sequence, as small integers (so the encoding is exact)."""
+    bucket = 0 if cat_hash is None else 1 + cat_hash % SEQ_CATEGORY_BUCKETS
+    gap = 0.0 if gap_s < 0 else min(gap_s, SEQ_GAP_SCALE_S)
+    gap_code = round(_GAP_CODE_SCALE * math.log1p(gap))
+    return bucket, 1 + k + (8 if repeat else 0), gap_code
 
 
 def _touch_item(

@@ -27,6 +27,9 @@ from streams.features.profile import (
     LONG_HALF_LIFE_S,
     MIN_WEIGHT,
     N_TYPES,
+    SEQ_CATEGORY_BUCKETS,
+    SEQ_GAP_SCALE_S,
+    SEQ_LEN,
     SESSION_CATEGORIES_MAX,
     SESSION_GAP_S,
     SHORT_HALF_LIFE_S,
@@ -38,7 +41,7 @@ from streams.features.profile import (
     type_index,
 )
 
-FEATURE_VERSION = "2"  # 2: item memory, open cart, repeats, propensity
+FEATURE_VERSION = "2"  # 2: item memory, open cart, repeats, propensity; the recent sequence
 RECENCY_CAP_S = 30 * 86400.0  # recency of a user's first event, and the most we report
 
 # Every feature with its group, declared once. A group is what a reason code names (see
@@ -89,14 +92,22 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("hour_cos", "hour"),
     *((f"type_{t}", "event_type") for t in EVENT_TYPES),
 )
+# The recent sequence comes last: the last SEQ_LEN events, oldest first, left-padded with zero
+# rows, each (category bucket, code, gap code) as numbers (profile.Profile.recent). Only the
+# sequence encoder reads them; every other model reads the dense columns before them.
+SEQUENCE_FIELDS = ("category", "code", "gap")
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"interest_emb_{i:02d}" for i in range(EMBEDDING_DIM)),
     *(name for name, _ in _SCALARS),
+    *(f"seq_{i:02d}_{field}" for i in range(SEQ_LEN) for field in SEQUENCE_FIELDS),
 )
+N_DENSE_FEATURES = EMBEDDING_DIM + len(_SCALARS)  # columns [0, N_DENSE_FEATURES) are dense
+_PAD = (0,) * (SEQ_LEN * len(SEQUENCE_FIELDS))
 # The group of each feature, aligned with FEATURE_NAMES.
 FEATURE_GROUPS: tuple[str, ...] = (
     *("interests",) * EMBEDDING_DIM,
     *(group for _, group in _SCALARS),
+    *("sequence",) * (SEQ_LEN * len(SEQUENCE_FIELDS)),
 )
 # Reason codes are the group names: stable identifiers, each explained here and in the README
 # for non-engineers.
@@ -115,6 +126,7 @@ GROUP_DESCRIPTIONS: dict[str, str] = {
     "propensity": "how often the shopper has bought before, against their carts and favourites",
     "hour": "the time of day",
     "event_type": "what the shopper just did (a view, a click, an add to cart...)",
+    "sequence": "the order and pace of the shopper's last actions",
 }
 GROUP_NAMES: tuple[str, ...] = tuple(dict.fromkeys(FEATURE_GROUPS))
 N_FEATURES = len(FEATURE_NAMES)
@@ -180,6 +192,9 @@ FEATURE_SPEC = FeatureSpec(
         ("long_half_life_s", LONG_HALF_LIFE_S),
         ("min_weight", MIN_WEIGHT),
         ("recency_cap_s", RECENCY_CAP_S),
+        ("seq_category_buckets", SEQ_CATEGORY_BUCKETS),
+        ("seq_gap_scale_s", SEQ_GAP_SCALE_S),
+        ("seq_len", SEQ_LEN),
         ("session_categories_max", SESSION_CATEGORIES_MAX),
         ("session_gap_s", SESSION_GAP_S),
         ("short_half_life_s", SHORT_HALF_LIFE_S),
@@ -223,6 +238,7 @@ def feature_matrix(
     cart_newest, cart_oldest = np.full(n, CART_TTL_S), np.full(n, CART_TTL_S)
     s_repeats, s_bought = np.zeros(n), np.zeros(n)
     totals = np.zeros((n, 3))  # purchases, carts, favourites
+    seq_flat: list[int] = []  # one array at the end: far cheaper than n small assignments
     ts, etype = np.zeros(n), np.zeros(n, dtype=np.intp)
     for i, (p, e) in enumerate(rows):
         weights = p.weights
@@ -269,6 +285,10 @@ def feature_matrix(
         s_repeats[i], s_bought[i] = p.session_repeats, p.session_purchases
         totals[i] = p.total_purchases, p.total_carts, p.total_favorites
         ts[i], etype[i] = e.ts, type_index(e.event_type)
+        recent = p.recent
+        seq_flat.extend(_PAD[: (SEQ_LEN - len(recent)) * len(SEQUENCE_FIELDS)])
+        for step in recent:
+            seq_flat.extend(step)
 
     # Interest embedding: weighted mean of category vectors. np.add.at accumulates in index
     # order, so a row's sum never depends on the other rows of the batch.
@@ -355,6 +375,7 @@ def feature_matrix(
     out[:, col["hour_cos"]] = np.cos(angle)
     c0 = col[f"type_{EVENT_TYPES[0]}"]
     out[np.arange(n), c0 + etype] = 1.0
+    out[:, N_DENSE_FEATURES:] = np.asarray(seq_flat, dtype=np.float64).reshape(n, -1)
     return out.astype(np.float32)
 
 

@@ -32,8 +32,9 @@ from tests.model_fixtures import T0, Ev, ev
 
 # The hash of feature spec version 1 before groups were declared: bundles trained then must
 # keep loading, so declaring groups may not change it.
-# Version 2 (item memory, open cart, repeats, propensity); version 1 was 7cde99b6d9a7...
-SPEC_V2_HASH = "1029de6a889ae435675b03fd0cfc1fceaedcd52713e4904dec50448f0e547794"
+# Version 2 (item memory, open cart, repeats, propensity, the recent sequence); version 1 was
+# 7cde99b6d9a7...
+SPEC_V2_HASH = "16c00bd7e2dfda130fb09d4134b07f007eded249f4edf8633674724c510399bb"
 
 
 def run(events: list[Ev]) -> Profile:
@@ -60,7 +61,8 @@ def test_every_feature_has_one_group_declared_in_the_spec_and_the_hash_is_unchan
     assert {"item_new", "item_gap_log", "item_carts_log"} <= names["item"]
     assert {"cart_open_log", "item_cart_age_log"} <= names["cart"]
     assert names["propensity"] == {"conversion_rate", "conversion_rate_long"}
-    assert len(GROUP_NAMES) == 14
+    assert len(names["sequence"]) == 48 and all(n.startswith("seq_") for n in names["sequence"])
+    assert len(GROUP_NAMES) == 15
 
 
 def test_groups_are_not_part_of_the_hash() -> None:

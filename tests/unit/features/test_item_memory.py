@@ -1,6 +1,6 @@
 """Item memory (format 3): per-item history, the open cart, repeats in the session, the user's
-propensity; the feature values they give; and the encoding's trailing sections (a format 2
-profile still decodes)."""
+propensity, the recent sequence; the feature values they give; and the encoding's trailing
+sections (a format 2 profile still decodes)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dataclasses
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 from streams.errors import ProfileDecodeError
@@ -21,9 +22,18 @@ from streams.features import (
     stable_hash,
     update,
 )
-from streams.features.encoding import _COUNTERS, _ITEM_INFO
-from streams.features.profile import CART_TTL_S, COUNT_MAX, SESSION_GAP_S, TOP_K_ITEMS
-from streams.features.vector import FEATURE_NAMES, RECENCY_CAP_S
+from streams.features.encoding import _COUNTERS, _ITEM_INFO, _STEP
+from streams.features.profile import (
+    CART_TTL_S,
+    COUNT_MAX,
+    SEQ_CATEGORY_BUCKETS,
+    SEQ_GAP_SCALE_S,
+    SEQ_LEN,
+    SESSION_GAP_S,
+    TOP_K_ITEMS,
+    TYPE_INDEX,
+)
+from streams.features.vector import FEATURE_NAMES, N_DENSE_FEATURES, RECENCY_CAP_S
 from streams.sources.taobao import read_rows, to_events
 from tests.conftest import TAOBAO_CSV
 from tests.model_fixtures import T0, Ev, ev
@@ -163,13 +173,13 @@ def test_format_3_round_trip_is_exact() -> None:
 def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> None:
     p = _busy_profile()
     data = encode_profile(p)
-    v3_tail = _ITEM_INFO.size * len(p.items) + _COUNTERS.size
+    v3_tail = _ITEM_INFO.size * len(p.items) + _COUNTERS.size + 1 + _STEP.size * len(p.recent)
     v2 = data[:2] + b"\x02" + data[3:-v3_tail]
     old = decode_profile(v2)
     now = math.floor(p.clock)
     assert old.item_info == {item: (now, now, 0, 0, 0) for item in p.items}
     assert (old.total_carts, old.item_gap_s, old.session_repeats) == (0, -1, 0)
-    same = {"item_info", "item_gap_s", "session_repeats", "session_purchases"}
+    same = {"item_info", "item_gap_s", "session_repeats", "session_purchases", "recent"}
     same |= {"total_carts", "total_favorites", "total_purchases"}
     for field in dataclasses.fields(Profile):
         if field.name not in same:
@@ -193,3 +203,29 @@ def test_a_full_profile_is_bounded_and_real_shoppers_average_under_a_kilobyte() 
     sizes = [len(encode_profile(q)) for q in profiles.values()]
     assert len(sizes) == 815
     assert statistics.mean(sizes) <= 1024
+
+
+def test_the_recent_sequence_keeps_the_last_events_as_small_integers() -> None:
+    events = [
+        ev("view", T0, item="a", category="c1"),
+        ev("view", T0 + 60, item="a", category="c1"),
+        ev("search", T0 + 90),
+        ev("add_to_cart", T0 + 90 + SEQ_GAP_SCALE_S * 2, item="b", category="c2"),
+    ]
+    p = run(events)
+    bucket = 1 + stable_hash("c1") % SEQ_CATEGORY_BUCKETS
+    view, search, cart = (1 + TYPE_INDEX[t] for t in ("view", "search", "add_to_cart"))
+    gap60 = round(255 * math.log1p(60) / math.log1p(SEQ_GAP_SCALE_S))
+    assert p.recent == (
+        (bucket, view, 0),  # the first event: no gap
+        (bucket, view + 8, gap60),  # the same item again: the repeat flag
+        (0, search, round(255 * math.log1p(30) / math.log1p(SEQ_GAP_SCALE_S))),
+        (1 + stable_hash("c2") % SEQ_CATEGORY_BUCKETS, cart, 255),  # gaps saturate
+    )
+    x = feature_vector(p, events[-1], EMB)
+    seq = x[N_DENSE_FEATURES:].reshape(SEQ_LEN, 3)
+    assert (seq[: SEQ_LEN - 4] == 0).all()  # left-padded with zero rows
+    np.testing.assert_array_equal(seq[SEQ_LEN - 4 :], np.asarray(p.recent, dtype=np.float32))
+    long = run([ev("view", T0 + i, item=f"i{i}") for i in range(3 * SEQ_LEN)])
+    assert len(long.recent) == SEQ_LEN
+    assert decode_profile(encode_profile(long)) == long

@@ -45,6 +45,32 @@ def test_export_parity_on_rows_and_any_batch_size(tmp_path: Path) -> None:
     assert {p.key: p.value for p in proto.metadata_props}["feature_spec_hash"] == FEATURE_SPEC.hash
 
 
+def test_the_sequence_encoder_exports_with_parity_and_a_dynamic_batch(tmp_path: Path) -> None:
+    from model_export.dataset import build_dataset, read_events
+    from model_export.export import check_parity, export_onnx, onnx_predict
+    from model_export.selection import build_model
+    from model_export.train import _configure_tensorflow
+    from streams.features.vector import N_DENSE_FEATURES
+
+    log = synthetic_log(tmp_path / "log.jsonl", users=40, days=1.0, seed=5)
+    data = build_dataset(read_events(log).events, 3600.0)
+    assert (data.X[:, N_DENSE_FEATURES:] > 0).any()  # real sequences, not only padding
+    _configure_tensorflow(threads=1, seed=0)
+    model = build_model(data.X, float(data.y.mean()), 1e-3, sequence=True)
+    model.fit(data.X, data.y.astype(np.float32), epochs=2, batch_size=128, verbose=0)
+    path = tmp_path / "sequence.onnx"
+    export_onnx(model, path)
+    keras_p = model.predict(data.X, verbose=0).reshape(-1)
+    onnx_p = onnx_predict(path, data.X)
+    assert check_parity(keras_p, onnx_p) <= 1e-5
+    for n in (1, 3, 257):
+        np.testing.assert_allclose(onnx_predict(path, data.X[:n]), onnx_p[:n], atol=1e-6)
+    # The encoder reads the sequence: changing only the sequence columns changes the output.
+    shuffled = data.X.copy()
+    shuffled[:, N_DENSE_FEATURES:] = data.X[::-1, N_DENSE_FEATURES:]
+    assert np.abs(onnx_predict(path, shuffled) - onnx_p).max() > 1e-4
+
+
 def test_parity_failure_raises() -> None:
     from model_export.export import check_parity
 

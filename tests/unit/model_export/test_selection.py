@@ -40,6 +40,11 @@ def test_gradient_boosting_trees_apply_exactly_in_numpy() -> None:
     ).fit(x, y)  # the refit: fit rows and tuning slice together
     expected = reference.predict_proba(x)[:, 1]
     np.testing.assert_allclose(predict_gradient_boosting(params, x), expected, atol=1e-12)
+    # Stored with its column count, it reads only those columns of a wider matrix (the dense
+    # features before the recent sequence).
+    wider = np.hstack([x, np.full((x.shape[0], 3), 1e6, np.float32)])
+    params["columns"] = x.shape[1]
+    np.testing.assert_allclose(predict_gradient_boosting(params, wider), expected, atol=1e-12)
     assert metrics.roc_auc(y, expected) > 0.8  # it learned the interactions
 
 
