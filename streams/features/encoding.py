@@ -27,7 +27,7 @@ from streams.errors import ProfileDecodeError
 from streams.features.profile import N_TYPES, Profile
 
 PROFILE_FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = tuple(range(2, PROFILE_FORMAT_VERSION + 1))  # every version since 2
 _MAGIC = b"ip"
 
 _HEAD = struct.Struct("<2sB")
