@@ -157,7 +157,7 @@ def _dec_session_categories(data: bytes, pos: int, f: Fields) -> int:
 
 def _enc_item_info(p: Profile, out: bytearray) -> None:
     """One entry per item, in the order of ``items`` (so no count and no key)."""
-    now = math.floor(p.clock)
+    now = max(math.floor(p.clock), 0)
     if p.item_info.keys() != p.items.keys():
         raise ValueError("profile item memory is out of step with its items")
     for item in p.items:
@@ -168,7 +168,7 @@ def _enc_item_info(p: Profile, out: bytearray) -> None:
 
 
 def _dec_item_info(data: bytes, pos: int, f: Fields) -> int:
-    now = math.floor(f["clock"])
+    now = max(math.floor(f["clock"]), 0)
     info: dict[int, tuple[int, int, int, int, int]] = {}
     for item in f["items"]:
         first_age, last_age, carts, favs, touches = _ITEM_INFO.unpack_from(data, pos)
@@ -180,7 +180,7 @@ def _dec_item_info(data: bytes, pos: int, f: Fields) -> int:
 
 def _upgrade_item_info(f: Fields) -> None:
     """A version 2 profile knew its items but not when: say they were touched at its clock."""
-    now = math.floor(f["clock"])
+    now = max(math.floor(f["clock"]), 0)
     f["item_info"] = {item: (now, now, 0, 0, 0) for item in f["items"]}
 
 

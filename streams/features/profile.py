@@ -48,6 +48,7 @@ INTEREST_WEIGHTS: dict[str, float] = {
 }
 
 COUNT_MAX = 255  # per-item counters (carts, favourites, touches this session) saturate here
+GAP_MAX = 2**31 - 1  # seconds since an item's last touch, as stored (about 68 years)
 SEQ_LEN = 16  # events kept in the recent sequence (the sequence encoder's input)
 SEQ_CATEGORY_BUCKETS = 4093  # categories hashed into 1..4093; 0 means no category
 SEQ_GAP_SCALE_S = 30 * 86400.0  # a gap of this long or more is code 255 (log scale)
@@ -293,16 +294,18 @@ def _touch_item(
 ) -> tuple[tuple[int, int, int, int, int], int, int]:
     """(the item's new memory, seconds since its previous touch or -1, 1 if a repeat this session).
 
-    Times are whole seconds. An out-of-order touch widens [first, last] and reports a gap of 0.
+    Times are whole seconds since 1970, at least 0, so that the stored ages (32 bits, from the
+    profile's clock) hold them exactly until 2106. An out-of-order touch widens [first, last]
+    and reports a gap of 0.
     """
-    now = math.floor(ts)
+    now = max(math.floor(ts), 0)  # an item touched before 1970 counts as touched then
     carts = 1 if etype == "add_to_cart" else 0
     favs = 1 if etype == "favorite" else 0
     since = math.floor(session_start)
     if info is None:
         return (now, now, carts, favs, 1 if in_session else 0), -1, 0
     first, last, n_carts, n_favs, touches = info
-    gap = max(now - last, 0)
+    gap = min(max(now - last, 0), GAP_MAX)  # saturates: the stored gap is 32 bits
     touched_this_session = last >= since
     if in_session:
         touches = min(touches + 1, COUNT_MAX) if touched_this_session else 1

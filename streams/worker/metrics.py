@@ -37,6 +37,7 @@ EXPLAIN_OUTCOMES = ("explained", "off", "no_reference", "failed")
 EVENT_OUTCOMES = ("valid", "replayed", *(c.value for c in ErrorClass))
 ERROR_STAGES = (
     "batch", "model_reload", "observe", "dead_letter", "erase_command", "fenced",
+    "checkpoint_encode",
 )  # fmt: skip
 
 

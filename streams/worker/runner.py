@@ -350,10 +350,7 @@ class BatchRunner:
         # 2. one changelog record per changed user (a tombstone per erased one), delivered
         owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.topic}
         writes = {k: v for k, v in self.cache.take_writes().items() if k[0] in owned}
-        values = {
-            key: encode_stored(stored) if stored is not None else None
-            for key, stored in writes.items()
-        }
+        values = self._encoded(writes)
         send, changelog = w.app.producer.send, w.changelog_topic
         futures = [
             await send(changelog, pseudonym.encode(), value, partition, None, None)
@@ -383,6 +380,25 @@ class BatchRunner:
         self.last_checkpoint = time.monotonic()
         w.metrics.checkpoint_duration.observe(time.perf_counter() - started)
         w.metrics.checkpoint_users.observe(len(values))
+
+    def _encoded(
+        self, writes: Mapping[tuple[int, str], StoredProfile | None]
+    ) -> dict[tuple[int, str], bytes | None]:
+        """Each write's bytes (None: a tombstone). A profile that cannot be encoded (a bug, never
+        an input: the feature code saturates what it stores) is left out, counted and logged,
+        and dropped from the cache, so the stored version stays and the worker goes on."""
+        values: dict[tuple[int, str], bytes | None] = {}
+        for key, stored in writes.items():
+            try:
+                values[key] = encode_stored(stored) if stored is not None else None
+            except Exception as exc:  # one profile must not stop every checkpoint
+                self.w.metrics.errors.labels("checkpoint_encode").inc()
+                self.cache.clean.pop(key, None)
+                log.error(
+                    "profile %s on partition %d could not be encoded (%s: %s); its stored "
+                    "version is kept", key[1], key[0], type(exc).__name__, exc,
+                )  # fmt: skip
+        return values
 
     async def stop(self) -> None:
         """The last checkpoint, when the worker stops: after the fetch in hand, before Faust

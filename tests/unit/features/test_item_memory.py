@@ -26,6 +26,7 @@ from streams.features.encoding import _COUNTERS, _ITEM_INFO, _STEP
 from streams.features.profile import (
     CART_TTL_S,
     COUNT_MAX,
+    GAP_MAX,
     SEQ_CATEGORY_BUCKETS,
     SEQ_GAP_SCALE_S,
     SEQ_LEN,
@@ -173,6 +174,21 @@ def test_format_3_round_trip_is_exact() -> None:
     assert decode_profile(data) == p
     for field in dataclasses.fields(Profile):  # every field is encoded by some section
         assert getattr(decode_profile(data), field.name) == getattr(p, field.name)
+
+
+def test_absurd_item_times_saturate_and_still_round_trip_exactly() -> None:
+    """Valid inputs with absurd dates (year 1, 1900, 2100): item times are kept from 1970 on and
+    the gap saturates at its 32 bits, so the profile encodes, and decodes to itself, instead of
+    overflowing the encoder at the next checkpoint."""
+    ancient = run([ev("view", -62_135_596_800.0), ev("view", -2_208_988_800.0), ev("view", T0)])
+    assert ancient.item_info[stable_hash("i1")][0] == 0  # first touch: 1970
+    assert ancient.item_gap_s == math.floor(T0)
+    assert decode_profile(encode_profile(ancient)) == ancient
+    only_ancient = run([ev("view", -62_135_596_800.0)])  # the clock itself is in year 1
+    assert decode_profile(encode_profile(only_ancient)) == only_ancient
+    future = run([ev("view", 0.0), ev("view", 4_102_444_800.0)])  # 1970, then 2100
+    assert future.item_gap_s == GAP_MAX
+    assert decode_profile(encode_profile(future)) == future
 
 
 def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> None:

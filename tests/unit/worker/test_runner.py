@@ -343,3 +343,29 @@ def test_stop_checkpoints_and_then_applies_nothing(rig) -> None:
     run(rig.runner.process(fetch(0, 10, payloads[10:]), 1))  # a fetch after the stop
     assert len(rig.app.producer.sent) == sent and rig.runner.pending.commit == {}
     assert rig.app.consumer.commits == [{TP(TOPIC, 0): 10}]
+
+
+def test_a_profile_that_cannot_be_encoded_does_not_stop_the_checkpoint(
+    rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.worker import runner as runner_module
+
+    payloads = click_events(30, users=3, seed=6, start=START - 3600)
+    run(rig.runner.process(fetch(0, 0, payloads), 1))
+    real, calls = runner_module.encode_stored, []
+
+    def flaky(stored: Any) -> bytes:
+        calls.append(stored)
+        if len(calls) == 1:
+            raise OverflowError("a field out of range")
+        return real(stored)
+
+    monkeypatch.setattr(runner_module, "encode_stored", flaky)
+    run(rig.runner._checkpoint())
+    changelog = [k for t, k, *_ in rig.app.producer.sent if t == "changelog"]
+    assert len(calls) == 3 and len(changelog) == 2  # the other two users are written
+    assert rig.app.consumer.commits == [{TP(TOPIC, 0): 30}]
+    errors = rig.w.metrics.registry.get_sample_value(
+        "intentflow_worker_errors_total", {"stage": "checkpoint_encode"}
+    )
+    assert errors == 1
