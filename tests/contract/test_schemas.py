@@ -229,13 +229,15 @@ def test_the_runtime_event_carries_the_models_fields_in_wire_order() -> None:
 
 
 def test_frozen_contracts_keep_their_bytes() -> None:
-    """clickstream-dlq.v1 is frozen (v2 replaced it): a consumer that validates against it
-    must never see it change."""
+    """clickstream-dlq.v1 and purchase-scores.v1 are frozen (v2 replaced or extends them): a
+    consumer that validates against them must never see them change."""
     import hashlib
 
     frozen = {
         "clickstream-dlq.v1.json": "7f3a606a754958bab19fe596eccb43bb"
-        "77c8caddeffc1da106ef2d1e8f11258f"
+        "77c8caddeffc1da106ef2d1e8f11258f",
+        "purchase-scores.v1.json": "d1dbe25e63eefb8cbe6cc039d975c9da"
+        "40b11a2db21883da343b733beefc81d5",
     }
     for name, digest in frozen.items():
         assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == digest, name
