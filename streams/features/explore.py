@@ -1,0 +1,322 @@
+"""Exploration: bandit suggestions beside the exploit interests. Pure: numpy and stdlib only.
+
+Per user, an ``ExploreState`` (kept in the profile, see ``profile.encode_profile``) holds
+decayed success and failure counts per arm and the user's open *exposures* (suggestions that
+were published and await an answer). ``Explorer.apply`` runs once per event, after the
+profile update, in event time:
+
+1. **Feedback.** Counts decay (``half_life_s``). An exposure older than ``window_s`` expires
+   as a failure; an engagement (view, click, favourite, cart, purchase) with a category of an
+   open exposure's arm within its window is a success and closes it.
+2. **Decision.** While fewer than ``slots`` exposures are open, a new one is drawn from the
+   eligible arms (not among the user's ``exclude_top`` strongest interests, not open). Each
+   slot: with probability ``floor`` uniformly at random; otherwise with probability ``rate``
+   by the policy (``ts``: Thompson sampling of per-user Beta posteriors with the population
+   prior; ``greedy``: the posterior mean; ``random``: uniform), else by exploit (the eligible
+   arm the user already shows most interest in). The probability of the chosen arm under this
+   mixture is its *propensity* (Thompson sampling's share is estimated by
+   ``propensity_draws`` extra posterior draws, counting the real one); the floor keeps it at
+   least ``floor / eligible``.
+3. Every score lists the open exposures as its suggestions (``Explorer.suggestions``).
+
+Deterministic: every random number comes from a generator seeded by the event id, so a
+replayed event yields the same decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+
+from streams.features.arms import Arms
+from streams.features.embeddings import CategoryEmbeddings
+
+POLICIES: Final = ("ts", "greedy", "random", "exploit")
+ENGAGEMENTS: Final = frozenset({"view", "click", "favorite", "add_to_cart", "purchase"})
+MAX_COUNTS: Final = 32  # arms with counts kept per user (the weakest evidence evicted)
+MIN_COUNT: Final = 0.01  # decayed evidence below this is dropped
+DRAW_EXPLOIT, DRAW_POLICY, DRAW_FLOOR = 0, 1, 2
+SIMILAR_MIN: Final = 0.3  # cosine above which a suggestion is "similar to" an interest
+
+
+@dataclass(frozen=True, slots=True)
+class ExploreConfig:
+    """The exploration knobs (``INTENTFLOW_EXPLORE_*`` in the settings)."""
+
+    policy: str = "ts"
+    rate: float = 0.5  # share of slots given to the policy rather than to exploit
+    slots: int = 2  # open suggestions per user
+    floor: float = 0.05  # share of slots drawn uniformly (known propensity)
+    window_s: float = 86_400.0  # an exposure answered within this (event time) is a success
+    half_life_s: float = 14 * 86_400.0  # success and failure counts decay
+    exclude_top: int = 3  # the user's strongest interests are never suggested
+    propensity_draws: int = 64  # extra posterior draws that estimate a TS propensity
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.policy not in POLICIES:
+            problems.append(f"policy {self.policy!r} is not one of {', '.join(POLICIES)}")
+        if not 0.0 <= self.rate <= 1.0:
+            problems.append(f"rate {self.rate} is outside [0, 1]")
+        if not 0.0 <= self.floor <= 1.0:
+            problems.append(f"floor {self.floor} is outside [0, 1]")
+        if not 1 <= self.slots <= 8:
+            problems.append(f"slots {self.slots} is outside 1..8")
+        if not (self.window_s > 0 and self.half_life_s > 0):
+            problems.append("window and half-life must be positive")
+        if not 0 <= self.exclude_top <= 32 or not 1 <= self.propensity_draws <= 10_000:
+            problems.append("exclude_top must be 0..32 and propensity_draws 1..10000")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A published suggestion waiting for its answer."""
+
+    arm: int
+    opened_at: float  # event time, unix seconds
+    propensity: float  # P(this arm | the policy, the state) when it was drawn
+    draw: int  # DRAW_EXPLOIT, DRAW_POLICY or DRAW_FLOOR
+
+
+@dataclass(frozen=True, slots=True)
+class ExploreState:
+    """One user's exploration state. Counts are decayed as of ``clock``."""
+
+    clock: float
+    counts: Mapping[int, tuple[float, float]] = field(default_factory=dict)  # arm -> (s, f)
+    open: tuple[Exposure, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one event did to the exploration state (the harness's and the metrics' view)."""
+
+    opened: tuple[Exposure, ...] = ()
+    closed: tuple[tuple[int, bool], ...] = ()  # (arm, success)
+    eligible: tuple[int, ...] = ()  # the arms that were eligible when ``opened`` were drawn
+
+
+def _f32(x: float) -> float:
+    """Round to float32, the precision the profile stores, so stored == in memory."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def event_rng(event_id: str) -> np.random.Generator:
+    """The generator of one event's draws: a replayed event draws the same numbers."""
+    seed = hashlib.sha256(b"intentflow-explore/" + event_id.encode("utf-8")).digest()[:8]
+    return np.random.default_rng(int.from_bytes(seed, "little"))
+
+
+def observe(
+    state: ExploreState, ts: float, arm: int | None, engaged: bool, config: ExploreConfig
+) -> tuple[ExploreState, tuple[tuple[int, bool], ...]]:
+    """Decay the counts to ``ts``, expire old exposures as failures and count an engagement
+    with an open exposure's arm as a success. Out-of-order events never decay backwards."""
+    clock = max(ts, state.clock)
+    f = 0.5 ** ((clock - state.clock) / config.half_life_s) if clock > state.clock else 1.0
+    counts = (
+        {a: (s * f, n * f) for a, (s, n) in state.counts.items()}
+        if f != 1.0
+        else dict(state.counts)
+    )
+    closed: list[tuple[int, bool]] = []
+    still: list[Exposure] = []
+    for exp in state.open:
+        if exp.opened_at + config.window_s < clock:
+            closed.append((exp.arm, False))
+        elif engaged and exp.arm == arm and ts >= exp.opened_at and (exp.arm, True) not in closed:
+            closed.append((exp.arm, True))
+        else:
+            still.append(exp)
+    for a, success in closed:
+        s, n = counts.get(a, (0.0, 0.0))
+        counts[a] = (s + 1.0, n) if success else (s, n + 1.0)
+    kept = {a: (_f32(s), _f32(n)) for a, (s, n) in counts.items() if s + n >= MIN_COUNT}
+    if len(kept) > MAX_COUNTS:
+        ranked = sorted(kept.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
+        kept = dict(ranked[:MAX_COUNTS])
+    return ExploreState(clock, kept, tuple(still)), tuple(closed)
+
+
+def posterior(
+    state: ExploreState, prior_mean: np.ndarray, strength: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beta(alpha, beta) of every arm: the population prior plus the user's decayed counts."""
+    alpha = strength * prior_mean
+    beta = strength * (1.0 - prior_mean)
+    for a, (s, n) in state.counts.items():
+        if a < len(alpha):
+            alpha[a] += s
+            beta[a] += n
+    return alpha, beta
+
+
+class Explorer:
+    """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config."""
+
+    __slots__ = ("arms", "config", "embeddings")
+
+    def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
+        self.arms = arms
+        self.embeddings = embeddings
+        self.config = config
+
+    def top_arms(self, weights: Mapping[str, float]) -> set[int]:
+        """The arms of the user's ``exclude_top`` strongest interests."""
+        ranked = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
+        return {self.arms.arm_of(c, self.embeddings) for c, _ in ranked}
+
+    def apply(
+        self,
+        state: ExploreState | None,
+        *,
+        event_id: str,
+        ts: float,
+        event_type: str,
+        category_id: str | None,
+        weights: Mapping[str, float],
+    ) -> tuple[ExploreState, Decision]:
+        """The state after one event (feedback, then a decision if a slot is free).
+        ``weights`` are the user's interest weights after the event."""
+        cfg = self.config
+        arm = self.arms.arm_of(category_id, self.embeddings) if category_id is not None else None
+        state, closed = observe(
+            state or ExploreState(ts), ts, arm, str(event_type) in ENGAGEMENTS, cfg
+        )
+        state, opened, eligible = self.decide(state, event_id=event_id, ts=ts, weights=weights)
+        return state, Decision(opened, closed, eligible)
+
+    def decide(
+        self, state: ExploreState, *, event_id: str, ts: float, weights: Mapping[str, float]
+    ) -> tuple[ExploreState, tuple[Exposure, ...], tuple[int, ...]]:
+        """Fill the free slots: (the new state, the exposures opened, the arms eligible)."""
+        cfg = self.config
+        free = cfg.slots - len(state.open)
+        if free <= 0:
+            return state, (), ()
+        exclude = self.top_arms(weights) | {e.arm for e in state.open}
+        eligible = [a for a in range(len(self.arms)) if a not in exclude]
+        if not eligible:
+            return state, (), ()
+        shares = self.arms.shares(weights, self.embeddings)
+        alpha, beta = posterior(state, self.arms.prior_mean(shares), self.arms.prior_strength)
+        rng = event_rng(event_id)
+        opened: list[Exposure] = []
+        first_eligible = tuple(eligible)
+        rate = 0.0 if cfg.policy == "exploit" else cfg.rate
+        for _ in range(min(free, len(eligible))):
+            idx = np.asarray(eligible)
+            n = len(idx)
+            u_floor, u_rate = rng.random(), rng.random()
+            # Exploit: the strongest known interest among the eligible (then the prior mean).
+            exploit = int(
+                idx[np.lexsort((-alpha[idx] / (alpha[idx] + beta[idx]), -shares[idx]))[0]]
+            )
+            share: np.ndarray  # P(each eligible arm) under the policy's own draw
+            if cfg.policy == "ts":
+                draws = rng.beta(alpha[idx], beta[idx], size=(cfg.propensity_draws + 1, n))
+                wins = np.bincount(np.argmax(draws, axis=1), minlength=n)
+                policy_pick = int(idx[int(np.argmax(draws[0]))])
+                share = wins / (cfg.propensity_draws + 1)
+            elif cfg.policy == "greedy":
+                j = int(np.argmax(alpha[idx] / (alpha[idx] + beta[idx])))
+                policy_pick, share = int(idx[j]), np.eye(n)[j]
+            elif cfg.policy == "random":
+                policy_pick, share = int(idx[int(rng.integers(n))]), np.full(n, 1.0 / n)
+            else:
+                policy_pick, share = exploit, (idx == exploit).astype(float)
+            if u_floor < cfg.floor:
+                chosen, draw = int(idx[int(rng.integers(n))]), DRAW_FLOOR
+            elif u_rate < rate:
+                chosen, draw = policy_pick, DRAW_POLICY
+            else:
+                chosen, draw = exploit, DRAW_EXPLOIT
+            j = int(np.flatnonzero(idx == chosen)[0])
+            propensity = cfg.floor / n + (1.0 - cfg.floor) * (
+                rate * float(share[j]) + (1.0 - rate) * float(chosen == exploit)
+            )
+            opened.append(Exposure(chosen, ts, _f32(propensity), draw))
+            eligible.remove(chosen)
+        return replace(state, open=state.open + tuple(opened)), tuple(opened), first_eligible
+
+    def suggestions(
+        self, state: ExploreState | None, weights: Mapping[str, float], max_categories: int = 5
+    ) -> list[dict[str, Any]]:
+        """The user's open suggestions, as the score's ``exploration.suggestions``."""
+        if state is None or not state.open:
+            return []
+        shares = self.arms.shares(weights, self.embeddings)
+        alpha, beta = posterior(state, self.arms.prior_mean(shares), self.arms.prior_strength)
+        tops = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
+        top_vecs = self.embeddings.vectors([c for c, _ in tops]) if tops else None
+        out = []
+        for exp in state.open:
+            a = exp.arm
+            similar = None
+            if top_vecs is not None:
+                sims = top_vecs.astype(np.float64) @ self.arms.centroids[a, : top_vecs.shape[1]]
+                best = int(np.argmax(sims))
+                if sims[best] >= SIMILAR_MIN:
+                    similar = tops[best][0]
+            out.append(
+                {
+                    "cluster": Arms.label(a),
+                    "categories": list(self.arms.categories[a][:max_categories]),
+                    "draw": ("exploit", "sampled", "uniform")[exp.draw],
+                    "posterior_mean": float(alpha[a] / (alpha[a] + beta[a])),
+                    "posterior_strength": float(alpha[a] + beta[a]),
+                    "propensity": exp.propensity,
+                    "why": f"similar to {similar}" if similar else "new to you",
+                    "similar_to": similar,
+                    "opened_at": exp.opened_at,
+                }
+            )
+        return out
+
+
+# The profile's trailing exploration section, little endian: clock f64, counts (u8 arm, f32
+# successes, f32 failures), open exposures (u8 arm, f64 opened at, f32 propensity, u8 draw).
+_STATE_HEAD = struct.Struct("<dB")
+_COUNT = struct.Struct("<Bff")
+_EXPOSURE = struct.Struct("<BdfB")
+_U8 = struct.Struct("<B")
+
+
+def encode_state(state: ExploreState) -> bytes:
+    """The state's bytes (exact: counts and propensities are float32 in memory too)."""
+    out = bytearray(_STATE_HEAD.pack(state.clock, len(state.counts)))
+    for arm, (s, n) in state.counts.items():
+        out += _COUNT.pack(arm, s, n)
+    out += _U8.pack(len(state.open))
+    for e in state.open:
+        out += _EXPOSURE.pack(e.arm, e.opened_at, e.propensity, e.draw)
+    return bytes(out)
+
+
+def decode_state(data: bytes, pos: int) -> tuple[ExploreState, int]:
+    """The state at ``pos`` and the position after it; struct.error if truncated."""
+    clock, n = _STATE_HEAD.unpack_from(data, pos)
+    pos += _STATE_HEAD.size
+    counts: dict[int, tuple[float, float]] = {}
+    for _ in range(n):
+        arm, s, f = _COUNT.unpack_from(data, pos)
+        counts[arm] = (s, f)
+        pos += _COUNT.size
+    (n,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    exposures = []
+    for _ in range(n):
+        arm, opened_at, propensity, draw = _EXPOSURE.unpack_from(data, pos)
+        exposures.append(Exposure(arm, opened_at, propensity, draw))
+        pos += _EXPOSURE.size
+    if not math.isfinite(clock):
+        raise ValueError("exploration clock is not finite")
+    return ExploreState(clock, counts, tuple(exposures)), pos
