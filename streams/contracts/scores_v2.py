@@ -5,9 +5,8 @@ A v2 record carries every v1 field (schema_version "2"), plus:
 
 - ``reasons``: why the score is what it is, by occlusion on the served model (an object, or
   null when the model bundle has no training reference or reasons are turned off);
-- ``exploration``: bandit suggestions beside the exploit interests (issue 11). Declared now,
-  always null until exploration ships, so adding it needs no v3. Its inner shape is left open
-  here and narrowed by that work; consumers must accept null.
+- ``exploration``: bandit suggestions beside the exploit interests (``Exploration``, computed
+  by ``streams.features.explore``), or null when exploration is off.
 """
 
 from __future__ import annotations
@@ -54,6 +53,33 @@ class Reasons(BaseModel):
     interests: Annotated[list[InterestImpact], Field(max_length=3)]
 
 
+class Suggestion(BaseModel):
+    """One open exploration suggestion: a cluster of categories, how and why it was chosen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cluster: Annotated[str, Field(pattern=r"^k[0-9]{2,3}$")]
+    categories: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=10)]
+    draw: Literal["exploit", "sampled", "mean", "uniform"]
+    posterior_mean: Annotated[float, Field(ge=0, le=1)]
+    posterior_strength: Annotated[float, Field(ge=0)]
+    propensity: Annotated[float, Field(ge=0, le=1)]
+    why: Annotated[str, Field(min_length=1)]
+    similar_to: Annotated[str, Field(min_length=1)] | None
+    opened_at: AwareDatetime
+
+
+class Exploration(BaseModel):
+    """The exploration policy, its knobs, and the shopper's open suggestions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: Literal["ts", "greedy", "random", "exploit"]
+    rate: Annotated[float, Field(ge=0, le=1)]
+    floor: Annotated[float, Field(ge=0, le=1)]
+    suggestions: Annotated[list[Suggestion], Field(max_length=8)]
+
+
 class PurchaseScoreV2(BaseModel):
     """One purchase-scores.v2 record."""
 
@@ -69,7 +95,7 @@ class PurchaseScoreV2(BaseModel):
     feature_version: Annotated[str, Field(min_length=1)]
     top_categories: Annotated[list[TopCategory], Field(max_length=50)]
     reasons: Reasons | None
-    exploration: dict[str, Any] | None
+    exploration: Exploration | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +118,21 @@ class ScoreReasons:
         }
 
 
-def encode_fields_v2(fields: dict[str, Any], reasons: ScoreReasons | None) -> bytes:
-    """One purchase-scores.v2 value from ``score_fields`` (every v1 field) and the reasons.
-    Built with orjson, not through ``PurchaseScoreV2``: the contract test holds the two
-    together, and this runs per score."""
+def encode_fields_v2(
+    fields: dict[str, Any],
+    reasons: ScoreReasons | None,
+    exploration: dict[str, Any] | None = None,
+) -> bytes:
+    """One purchase-scores.v2 value from ``score_fields`` (every v1 field), the reasons and the
+    ``exploration`` object (``streams.processing.step.exploration``). Built with orjson, not
+    through ``PurchaseScoreV2``: the contract test holds the two together, and this runs per
+    score."""
     return orjson.dumps(
         {
             "schema_version": SCORES_V2_SCHEMA_VERSION,
             **fields,
             "reasons": reasons.to_wire() if reasons is not None else None,
-            "exploration": None,
+            "exploration": exploration,
         }
     )
 

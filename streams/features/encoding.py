@@ -7,6 +7,8 @@ Layout, little endian: a 3-byte header (magic ``ip``, format version), then the 
     version 3: + item memory (aligned with items), + counters (item gap, session repeats and
                purchases, lifetime carts, favourites and purchases), + the recent sequence
                (count, then 4 bytes per event: category bucket, code, gap code)
+    version 4: + exploration (a byte: 0 none, 1 the state of ``streams.features.explore``:
+               clock, decayed counts per arm, open exposures)
 
 A new section (for example exposures) is a new ``_Section`` appended to ``_SECTIONS`` with the
 version that introduced it, and ``PROFILE_FORMAT_VERSION`` bumped: older profiles still decode,
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.errors import ProfileDecodeError
+from streams.features.explore import decode_state, encode_state
 from streams.features.profile import N_TYPES, Profile
 
-PROFILE_FORMAT_VERSION = 3
+PROFILE_FORMAT_VERSION = 4
 READABLE_VERSIONS = tuple(range(2, PROFILE_FORMAT_VERSION + 1))  # every version since 2
 _MAGIC = b"ip"
 
@@ -225,6 +228,23 @@ def _dec_recent(data: bytes, pos: int, f: Fields) -> int:
     return pos
 
 
+def _enc_explore(p: Profile, out: bytearray) -> None:
+    if p.explore is None:
+        out += _U8.pack(0)
+    else:
+        out += _U8.pack(1) + encode_state(p.explore)
+
+
+def _dec_explore(data: bytes, pos: int, f: Fields) -> int:
+    (present,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    if present == 1:
+        f["explore"], pos = decode_state(data, pos)
+    elif present != 0:
+        raise struct.error(f"exploration marker {present} is neither 0 nor 1")
+    return pos
+
+
 @dataclass(frozen=True)
 class _Section:
     since: int  # the format version that introduced it
@@ -242,6 +262,7 @@ _SECTIONS: tuple[_Section, ...] = (
     _Section(3, _enc_item_info, _dec_item_info, _upgrade_item_info),
     _Section(3, _enc_counters, _dec_counters),
     _Section(3, _enc_recent, _dec_recent),
+    _Section(4, _enc_explore, _dec_explore),
 )
 
 
@@ -293,7 +314,7 @@ def decode_profile(data: bytes) -> Profile:
                 pos = section.decode(data, pos, f)
             elif section.upgrade is not None:
                 section.upgrade(f)
-    except (struct.error, UnicodeDecodeError) as exc:
+    except (struct.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProfileDecodeError(f"profile bytes are truncated or corrupt: {exc}") from None
     if pos != len(data):
         raise ProfileDecodeError(f"profile has {len(data) - pos} trailing bytes after field end")

@@ -30,6 +30,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -42,6 +43,7 @@ ENGAGEMENTS: Final = frozenset({"view", "click", "favorite", "add_to_cart", "pur
 MAX_COUNTS: Final = 32  # arms with counts kept per user (the weakest evidence evicted)
 MIN_COUNT: Final = 0.01  # decayed evidence below this is dropped
 DRAW_EXPLOIT, DRAW_POLICY, DRAW_FLOOR = 0, 1, 2
+_POLICY_DRAW: Final = {"ts": "sampled", "greedy": "mean", "random": "uniform", "exploit": "exploit"}
 SIMILAR_MIN: Final = 0.3  # cosine above which a suggestion is "similar to" an interest
 
 
@@ -247,6 +249,13 @@ class Explorer:
             eligible.remove(chosen)
         return replace(state, open=state.open + tuple(opened)), tuple(opened), first_eligible
 
+    def _draw_label(self, draw: int) -> str:
+        if draw == DRAW_EXPLOIT:
+            return "exploit"
+        if draw == DRAW_FLOOR:
+            return "uniform"
+        return _POLICY_DRAW[self.config.policy]
+
     def suggestions(
         self, state: ExploreState | None, weights: Mapping[str, float], max_categories: int = 5
     ) -> list[dict[str, Any]]:
@@ -270,13 +279,13 @@ class Explorer:
                 {
                     "cluster": Arms.label(a),
                     "categories": list(self.arms.categories[a][:max_categories]),
-                    "draw": ("exploit", "sampled", "uniform")[exp.draw],
+                    "draw": self._draw_label(exp.draw),
                     "posterior_mean": float(alpha[a] / (alpha[a] + beta[a])),
                     "posterior_strength": float(alpha[a] + beta[a]),
                     "propensity": exp.propensity,
                     "why": f"similar to {similar}" if similar else "new to you",
                     "similar_to": similar,
-                    "opened_at": exp.opened_at,
+                    "opened_at": datetime.fromtimestamp(exp.opened_at, UTC).isoformat(),
                 }
             )
         return out

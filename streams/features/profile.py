@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from streams.features.explore import ExploreState
+
 EVENT_TYPES: tuple[str, ...] = (
     "view",
     "click",
@@ -112,6 +114,8 @@ class Profile:
     # code): code = 1 + type index + 8 if the item was touched before (0 is never used, so a
     # zero row is padding); gap code = log-scaled seconds since the user's previous event.
     recent: tuple[tuple[int, int, int], ...] = ()
+    # Exploration (streams.features.explore): counts and open suggestions; None when off.
+    explore: ExploreState | None = None
 
 
 def stable_hash(value: str) -> int:
@@ -271,6 +275,7 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
         total_favorites=p.total_favorites + (1 if etype == "favorite" else 0),
         total_purchases=p.total_purchases + bought,
         recent=(*p.recent, _step(cat_hash, k, item_gap >= 0, last_gap))[-SEQ_LEN:],
+        explore=p.explore,
     )
 
 

@@ -3,7 +3,9 @@
 A bundle is a directory (usually reached through the ``models/current`` symlink) holding
 ``model.onnx``, ``metadata.json``, ``embeddings.npz`` and, from bundles trained with reasons on,
 ``reference.npz`` (the training mean and histograms of every feature: the reference of reasons
-and of drift). A bundle without it serves as before, without reasons or drift. Reading checks
+and of drift). A bundle without it serves as before, without reasons or drift. Bundles trained
+with exploration arms carry ``arms.npz`` (clusters of categories and their population prior,
+``streams.features.arms``); without it, exploration is off. Reading checks
 it against this worker's feature spec and serves it with onnxruntime and numpy only: the worker
 never imports TensorFlow. Writing assembles it in a hidden directory beside its destination and
 renames it into place, and switches the link by renaming a new symlink over the old one; both
@@ -32,12 +34,14 @@ from streams.errors import (
     ModelNotFoundError,
 )
 from streams.features import FEATURE_SPEC, CategoryEmbeddings
+from streams.features.arms import Arms
 from streams.features.reference import Reference
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 REFERENCE_FILE = "reference.npz"
+ARMS_FILE = "arms.npz"
 INPUT_NAME = "features"
 OUTPUT_NAME = "purchase_probability"
 _REQUIRED_METADATA = ("model_version", "feature_version", "feature_spec_hash", "feature_names")
@@ -56,6 +60,8 @@ class ModelBundle:
     session: ort.InferenceSession = field(repr=False, compare=False)
     # The training reference (reasons, drift); None for bundles trained before it existed.
     reference: Reference | None = field(default=None, repr=False, compare=False)
+    # The exploration arms; None for bundles trained before them (exploration is then off).
+    arms: Arms | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -181,6 +187,12 @@ def load_bundle(path: Path, *, threads: int = 1) -> ModelBundle:
 
     n_features = len(FEATURE_SPEC.names)
     reference = _read_reference(root / REFERENCE_FILE, n_features)
+    arms = None
+    if (root / ARMS_FILE).exists():
+        try:
+            arms = Arms.load(root / ARMS_FILE)
+        except DataError as exc:
+            raise ModelCorruptError(str(exc)) from None
     session = _session(model_path, threads)
     _check_signature(session, model_path, n_features)
     bundle = ModelBundle(
@@ -192,6 +204,7 @@ def load_bundle(path: Path, *, threads: int = 1) -> ModelBundle:
         metadata=metadata,
         session=session,
         reference=reference,
+        arms=arms,
     )
     # A smoke run proves the graph executes and yields probabilities for any batch size.
     probe = bundle.predict(np.zeros((2, n_features), dtype=np.float32))
@@ -254,6 +267,9 @@ class BundleWriter:
 
     def write_reference(self, reference: Reference) -> None:
         reference.save(self.staged / REFERENCE_FILE)
+
+    def write_arms(self, arms: Arms) -> None:
+        arms.save(self.staged / ARMS_FILE)
 
     def model_digest(self) -> str:
         """sha256 of the staged ``model.onnx`` (model versions carry its prefix)."""

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from streams.contracts.dead_letters import DeadLetter, dead_letter
 from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
 from streams.contracts.scores import encode_fields, score_fields
 from streams.contracts.scores_v2 import encode_fields_v2
+from streams.features.explore import ExploreConfig, Explorer
 from streams.model.bundle import ModelBundle
 from streams.privacy.redact import redact_payload
 from streams.processing import reasons
@@ -53,6 +54,8 @@ class StepConfig:
     top_k: int = 5
     score_versions: frozenset[str] = frozenset({"1"})  # purchase-scores versions to encode
     explain: bool = False  # reasons by occlusion in v2 scores (streams.processing.reasons)
+    # exploration suggestions in v2 scores (streams.features.explore); None: off
+    explore: ExploreConfig | None = None
     # topic name -> identity stored with each profile (streams.processing.envelope)
     topic_ids: Mapping[str, int] = field(default_factory=dict)
     # user id -> pseudonym: dead letters keep no raw identifier (streams.privacy.redact)
@@ -172,11 +175,25 @@ class _Unreadable:
         self.rejection = rejection
 
 
-def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: StepConfig) -> Applied:
+def explorer_for(bundle: ModelBundle, config: StepConfig) -> Explorer | None:
+    """The exploration policy of a bundle, or None when exploration is off (not configured,
+    or a bundle without arms)."""
+    if config.explore is None or bundle.arms is None:
+        return None
+    return Explorer(bundle.arms, bundle.embeddings, config.explore)
+
+
+def apply_batch(
+    records: Sequence[Record],
+    profiles: ProfileLookup,
+    config: StepConfig,
+    explorer: Explorer | None = None,
+) -> Applied:
     """Check and apply a batch of records to the users' profiles, in order, each on its own.
 
     A user's stored profile is read from ``profiles`` the first time the batch touches the
-    user; later events of the same user build on the in-batch profile.
+    user; later events of the same user build on the in-batch profile. With an ``explorer``,
+    each event also updates the user's exploration state (feedback, then new suggestions).
     """
     out = Applied()
     current: dict[str, StoredProfile | _Unreadable | None] = {}
@@ -208,6 +225,19 @@ def apply_batch(records: Sequence[Record], profiles: ProfileLookup, config: Step
                 (record, _letter(record, processing_error("update", exc), config.pseudonym))
             )
             continue
+        if explorer is not None:
+            try:
+                state, _ = explorer.apply(
+                    profile.explore, event_id=checked.event_id, ts=checked.ts,
+                    event_type=checked.event_type, category_id=checked.category_id,
+                    weights=profile.weights,
+                )  # fmt: skip
+                profile.explore = state  # a new object from update: never a stored one
+            except Exception as exc:
+                out.dead_letters.append(
+                    (record, _letter(record, processing_error("explore", exc), config.pseudonym))
+                )
+                continue
         stored = current[user] = StoredProfile(record.offset, profile, record.partition, topic)
         out.profiles[user] = (stored, record)
         out.rows.append(Row(checked, profile, record))
@@ -285,6 +315,7 @@ def score(
     versions: frozenset[str] = frozenset({"1"}),
     explain: bool = False,
     pseudonym: Callable[[str], str] | None = None,
+    explorer: Explorer | None = None,
 ) -> Scored:
     """Score rows with one onnxruntime call and encode their purchase-scores records (the
     ``versions`` asked for). With ``explain``, the v2 records carry reasons computed in that
@@ -324,7 +355,10 @@ def score(
             )  # fmt: skip
             value = encode_fields(fields) if "1" in versions else None
             reasons_j = explained.reasons(j) if explained else None
-            value_v2 = encode_fields_v2(fields, reasons_j) if "2" in versions else None
+            value_v2 = (
+                encode_fields_v2(fields, reasons_j, exploration(explorer, row.profile))
+                if "2" in versions else None
+            )  # fmt: skip
         except Exception as exc:
             dead.append(
                 (row.record, _letter(row.record, processing_error("encode", exc), pseudonym))
@@ -357,12 +391,27 @@ def run_step(
     With a ``throttle``, rows inside a user's window wait in it (``Throttle.due``) instead of
     being scored now; ``now`` is the wall-clock time the throttle measures windows in.
     """
-    applied = apply_batch(records, profiles, config)
+    explorer = explorer_for(bundle, config)
+    applied = apply_batch(records, profiles, config, explorer)
     rows = throttle.admit(applied.rows, now) if throttle is not None else applied.rows
     return StepOutput(
         applied,
         score(
             rows, bundle, top_k=config.top_k, versions=config.score_versions,
-            explain=config.explain, pseudonym=config.pseudonym,
+            explain=config.explain, pseudonym=config.pseudonym, explorer=explorer,
         ),
     )  # fmt: skip
+
+
+def exploration(explorer: Explorer | None, profile: features.Profile) -> dict[str, Any] | None:
+    """A v2 score's ``exploration`` object: the policy, its knobs and the user's open
+    suggestions; None when exploration is off."""
+    if explorer is None:
+        return None
+    cfg = explorer.config
+    return {
+        "policy": cfg.policy,
+        "rate": cfg.rate,
+        "floor": cfg.floor,
+        "suggestions": explorer.suggestions(profile.explore, profile.weights),
+    }

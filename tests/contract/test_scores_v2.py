@@ -12,10 +12,12 @@ from pydantic import BaseModel
 
 from streams.contracts.scores_v2 import (
     REASON_CODE_PATTERN,
+    Exploration,
     InterestImpact,
     PurchaseScoreV2,
     Reason,
     Reasons,
+    Suggestion,
 )
 from streams.features import FEATURE_SPEC
 from tests.conftest import SCHEMAS
@@ -88,6 +90,28 @@ def test_reasons_agree_inside() -> None:
     assert props["top"]["items"]["properties"]["code"]["pattern"] == REASON_CODE_PATTERN
 
 
+def test_exploration_agrees_inside() -> None:
+    exploration = _schema()["properties"]["exploration"]
+    _agree({**exploration, "type": "object"}, Exploration, {})
+    _agree(exploration["properties"]["suggestions"]["items"], Suggestion, {})
+
+
+SUGGESTION: dict[str, Any] = {
+    "cluster": "k07",
+    "categories": ["c0701", "c0702"],
+    "draw": "sampled",
+    "posterior_mean": 0.31,
+    "posterior_strength": 4.5,
+    "propensity": 0.12,
+    "why": "similar to c0417",
+    "similar_to": "c0417",
+    "opened_at": "2025-01-06T09:30:00Z",
+}
+EXPLORATION: dict[str, Any] = {
+    "policy": "ts", "rate": 0.5, "floor": 0.05, "suggestions": [SUGGESTION],
+}  # fmt: skip
+
+
 def test_every_reason_code_fits_the_schema() -> None:
     import re
 
@@ -119,7 +143,17 @@ GOOD: dict[str, Any] = {
     [
         ("complete", {}, True),
         ("reasons null", {"reasons": None}, True),
-        ("exploration as an object", {"exploration": {"policy": "ts"}}, True),
+        ("exploration", {"exploration": EXPLORATION}, True),
+        ("exploration without suggestions", {"exploration": {**EXPLORATION, "suggestions": []}},
+         True),
+        ("exploration missing fields", {"exploration": {"policy": "ts"}}, False),
+        ("unknown policy", {"exploration": {**EXPLORATION, "policy": "ucb"}}, False),
+        ("propensity above 1", {"exploration": {**EXPLORATION, "suggestions": [
+            {**SUGGESTION, "propensity": 1.2}]}}, False),
+        ("bad cluster name", {"exploration": {**EXPLORATION, "suggestions": [
+            {**SUGGESTION, "cluster": "07"}]}}, False),
+        ("new to you", {"exploration": {**EXPLORATION, "suggestions": [
+            {**SUGGESTION, "why": "new to you", "similar_to": None}]}}, True),
         ("no reasons field", {"reasons": "DROP"}, False),
         ("no exploration field", {"exploration": "DROP"}, False),
         ("schema version 1", {"schema_version": "1"}, False),
