@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "model_export.cli:split_users_command",
         "Split an event log into two logs of different users.",
     ),
+    "evaluate-explore": (
+        "model_export.explore_eval:evaluate_explore_command",
+        "Evaluate the exploration policies in the simulator's closed loop.",
+    ),
     "explain": (
         "model_export.explain:explain_command",
         "Print one user's score history with its reasons.",

@@ -9,7 +9,9 @@ profile update, in event time:
    as a failure; an engagement (view, click, favourite, cart, purchase) with a category of an
    open exposure's arm within its window is a success and closes it.
 2. **Decision.** While fewer than ``slots`` exposures are open, a new one is drawn from the
-   eligible arms (not among the user's ``exclude_top`` strongest interests, not open). Each
+   eligible arms (not among the user's ``exclude_top`` strongest interests, holding less than
+   ``known_share`` of their interest weight unless exploring found it, not open: engagement
+   with an arm the user visits anyway would say nothing about the suggestion). Each
    slot: with probability ``floor`` uniformly at random; otherwise with probability ``rate``
    by the policy (``ts``: Thompson sampling of per-user Beta posteriors with the population
    prior; ``greedy``: the posterior mean; ``random``: uniform), else by exploit (the eligible
@@ -57,7 +59,8 @@ class ExploreConfig:
     floor: float = 0.05  # share of slots drawn uniformly (known propensity)
     window_s: float = 86_400.0  # an exposure answered within this (event time) is a success
     half_life_s: float = 14 * 86_400.0  # success and failure counts decay
-    exclude_top: int = 3  # the user's strongest interests are never suggested
+    exclude_top: int = 3  # the user's strongest interests are never suggested ...
+    known_share: float = 0.05  # ... nor an arm holding this share of their interest or more
     propensity_draws: int = 64  # extra posterior draws that estimate a TS propensity
 
     def __post_init__(self) -> None:
@@ -205,10 +208,14 @@ class Explorer:
         if free <= 0:
             return state, (), ()
         exclude = self.top_arms(weights) | {e.arm for e in state.open}
-        eligible = [a for a in range(len(self.arms)) if a not in exclude]
+        shares = self.arms.shares(weights, self.embeddings)
+        known = shares >= cfg.known_share
+        for a, (successes, _) in state.counts.items():  # found by exploring: keep suggesting it
+            if successes >= 0.5 and a < len(known):
+                known[a] = False
+        eligible = [a for a in range(len(self.arms)) if a not in exclude and not known[a]]
         if not eligible:
             return state, (), ()
-        shares = self.arms.shares(weights, self.embeddings)
         alpha, beta = posterior(state, self.arms.prior_mean(shares), self.arms.prior_strength)
         rng = event_rng(event_id)
         opened: list[Exposure] = []

@@ -46,6 +46,14 @@ from typing import Any
 import numpy as np
 
 from streams.sources.simulate.catalog import PRICE_BIN_CENTERS, Catalog
+from streams.sources.simulate.latent import (
+    Latent,
+    cluster_affinity,
+    coin,
+    init_latent,
+    response_probability,
+    top_of,
+)
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
@@ -94,6 +102,16 @@ class Behaviour:
     buyer_mean: float = -2.3  # buyer propensity (logit of the buy mission), mean
     buyer_sd: float = 0.8  # ... and spread across users
     evening_boost: float = 0.6  # added to that logit from 18:00 to 22:59 local time
+    # Opt-in latent structure for exploration (``latent.py``); the defaults change nothing.
+    interest_rank: int = 0  # > 0: correlated interests, L z + noise of this rank
+    interest_shared: float = 0.7  # ... the low-rank share of their variance
+    dormant: int = 0  # dormant interests per user
+    dormant_visit: float = 0.02  # their visit weight, relative, until they awaken
+    dormant_eta_gap: float = 0.5  # their log-interest: up to this below the user's strongest
+    awaken_after: int = 2  # engagements with a suggestion that awaken one
+    response_floor: float = 0.02  # P(engage | shown) at affinity 0 ...
+    response_gain: float = 0.6  # ... plus this times affinity ** response_power
+    response_power: float = 2.0
 
 
 DEFAULT_BEHAVIOUR = Behaviour()
@@ -207,6 +225,10 @@ class Shopper:
         self.kappa = rng.betavariate(5.0, 2.0)  # commitment: how reliably carts convert
         self.favourite_leaves = [rng.sample(range(catalog.leaves_per_top), 3) for _ in range(n_top)]
         self.seq = 0
+        self.latent: Latent | None = None
+        if behaviour.interest_rank > 0 or behaviour.dormant > 0:
+            self.latent, self.eta_base = init_latent(seed, index, self.eta_base, behaviour)
+        self.responses = 0
 
     # -- latent dynamics -------------------------------------------------------------------
 
@@ -233,8 +255,56 @@ class Shopper:
         eta = [b + d for b, d in zip(self.eta_base, self.eta_drift, strict=True)]
         top = max(eta)
         weights = [math.exp(e - top) for e in eta]
+        if self.latent is not None:
+            for c in self.latent.sleeping():
+                weights[c] *= self.b.dormant_visit
         total = sum(weights)
         return [w / total for w in weights]
+
+    # -- exploration (opt-in) --------------------------------------------------------------
+
+    def true_affinity(self) -> np.ndarray:
+        """Affinity ``theta / max(theta)`` per top-level category, dormant ones undamped, as
+        of the last drift step (reading it draws nothing)."""
+        eta = np.add(self.eta_base, self.eta_drift)
+        theta = np.exp(eta - eta.max())
+        return theta / theta.max()
+
+    def response_probabilities(self, clusters: list[tuple[str, ...]]) -> np.ndarray:
+        """P(engage | shown) for each cluster of categories: the oracle's expected rewards."""
+        a = self.true_affinity()
+        return response_probability([cluster_affinity(a, c) for c in clusters], self.b)
+
+    def respond(
+        self, cluster: str, categories: tuple[str, ...], ts_ms: int
+    ) -> tuple[float, list[Row]]:
+        """The user is shown a cluster at ``ts_ms``: (P(engage), the events of an engagement,
+        or none). The coin is common to every policy (``latent.coin``)."""
+        if self.latent is None:
+            self.latent = Latent()
+        latent = self.latent
+        a = self.true_affinity()
+        p = float(response_probability(cluster_affinity(a, categories), self.b))
+        j = latent.shown.get(cluster, 0)
+        latent.shown[cluster] = j + 1
+        known = [c for c in categories if _leaf_index(c, self.catalog) is not None]
+        if not known or coin(self.seed, self.index, cluster, j) >= p:
+            return p, []
+        category = max(known, key=lambda c: (a[top_of(c)], c))
+        leaf = self.catalog.leaves[_leaf_index(category, self.catalog) or 0]
+        item = (leaf.item_ids[0], leaf.category_id, leaf.prices[0])
+        self.responses += 1
+        session_id = f"{self.user_id}-r{self.responses}"
+        rows = [
+            self._row(ts_ms + 2000, "click", session_id, item, intent=0.0),
+            self._row(ts_ms + 4000, "view", session_id, item, intent=0.0),
+        ]
+        top = top_of(category)
+        if top in latent.sleeping():
+            latent.engagements[top] = latent.engagements.get(top, 0) + 1
+            if latent.engagements[top] >= self.b.awaken_after:
+                latent.awake.add(top)
+        return p, rows
 
     def _add_rates(self, theta: list[float], focus: int, mode: Mode) -> tuple[float, float]:
         """Per step: (P(an add), P(an add of an item that will be bought)), integrated in
@@ -401,6 +471,16 @@ class Shopper:
                 )  # fmt: skip
                 t += self._gap(1.5, 0.3, 0.5, 4.0)
         return t
+
+
+def _leaf_index(category_id: str, catalog: Catalog) -> int | None:
+    """The index in ``catalog.leaves`` of a simulator leaf id ``cTTLL``; None for another id."""
+    if len(category_id) != 5 or category_id[0] != "c" or not category_id[1:].isdigit():
+        return None
+    top, leaf = int(category_id[1:3]), int(category_id[3:5])
+    if top >= catalog.n_top or leaf >= catalog.leaves_per_top:
+        return None
+    return top * catalog.leaves_per_top + leaf
 
 
 def _cumsum(weights: list[float]) -> list[float]:
