@@ -45,6 +45,8 @@ from model_export.dataset import (
     time_split,
 )
 from model_export.embeddings import learn_embeddings
+from model_export.explore_prior import describe as describe_arms
+from model_export.explore_prior import fit_arms
 from model_export.export import OPSET, PARITY_TOLERANCE, check_parity, export_onnx, onnx_predict
 from model_export.selection import TUNE_FRACTION, NetworkSpec
 from streams.errors import DataError
@@ -256,6 +258,11 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         writer.write_embeddings(embeddings)
         # The reference of reasons (the train mean) and of drift (train histograms).
         writer.write_reference(fit_reference(train.X))
+        # Exploration arms: k-means clusters of the embeddings, prior fitted on the train period.
+        arms = None
+        if len(embeddings) >= 2:
+            arms = fit_arms([e for e in events if e.ts <= boundary], embeddings, seed=cfg.seed)
+            writer.write_arms(arms)
         created = datetime.now(UTC)
         model_version = f"{created:%Y%m%dT%H%M%SZ}-{writer.model_digest()[:8]}"
         validation = metrics.summary(val.y, p_onnx)  # what the worker will serve
@@ -292,6 +299,7 @@ def train_bundle(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
                 "dim": EMBEDDING_DIM,
                 "categories": len(embeddings),
             },
+            "arms": describe_arms(arms) if arms is not None else None,
             "reference": {
                 "file": REFERENCE_FILE,
                 "rows": len(train),

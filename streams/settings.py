@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streams.features.explore import ExploreConfig
 
 ENV_PREFIX = "INTENTFLOW_"
 
@@ -168,6 +171,27 @@ class Settings(BaseSettings):
         True, description="Reasons on purchase-scores.v2, by occlusion in the batch's one model "
         "call. Off: v2 scores carry reasons null (for measuring their cost).",
     )  # fmt: skip
+    explore: bool = Field(
+        True, description="Exploration suggestions on purchase-scores.v2 (needs a model bundle "
+        "with arms; without them exploration is off and a log line says so).",
+    )  # fmt: skip
+    explore_policy: str = Field(
+        "ts", description="ts (Thompson sampling), greedy (posterior mean), random or exploit."
+    )
+    explore_rate: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of new suggestions the policy draws; the rest exploit known interests.",
+    )  # fmt: skip
+    explore_slots: int = Field(2, ge=1, le=8, description="Open suggestions per shopper.")
+    explore_floor: float = Field(
+        0.05, ge=0, le=1,
+        description="Share of new suggestions drawn uniformly at random (a known propensity).",
+    )  # fmt: skip
+    explore_window_hours: float = Field(
+        24.0, gt=0, le=24 * 90,
+        description="Engagement with a suggestion within this (event time) is a success; "
+        "after it, a failure.",
+    )  # fmt: skip
     drift_half_life_seconds: float = Field(
         600.0, gt=0, le=7 * 86_400,
         description="Half-life of the live feature window the drift PSI is computed on.",
@@ -242,6 +266,27 @@ class Settings(BaseSettings):
     @property
     def uses_development_pseudonym_key(self) -> bool:
         return self.pseudonym_keys.get_secret_value().startswith("dev:intentflow-development")
+
+    @field_validator("explore_policy")
+    @classmethod
+    def _check_explore_policy(cls, value: str) -> str:
+        from streams.features.explore import POLICIES
+
+        if value not in POLICIES:
+            raise ValueError(f"must be one of {', '.join(POLICIES)}")
+        return value
+
+    @property
+    def explore_config(self) -> ExploreConfig | None:
+        """The exploration knobs, or None when exploration is off."""
+        from streams.features.explore import ExploreConfig
+
+        if not self.explore:
+            return None
+        return ExploreConfig(
+            policy=self.explore_policy, rate=self.explore_rate, slots=self.explore_slots,
+            floor=self.explore_floor, window_s=self.explore_window_hours * 3600.0,
+        )  # fmt: skip
 
     @field_validator("log_level")
     @classmethod

@@ -17,10 +17,16 @@ from streams.model.bundle import INPUT_NAME, OUTPUT_NAME, BundleWriter, point_li
 
 
 def make_bundle(
-    directory: Path, version: str, *, seed: int = 0, reference: Reference | None = None
+    directory: Path,
+    version: str,
+    *,
+    seed: int = 0,
+    reference: Reference | None = None,
+    arms: int = 0,
 ) -> Path:
-    """Write a bundle (model.onnx, metadata.json, embeddings.npz, and reference.npz when a
-    ``reference`` is given) to ``directory``."""
+    """Write a bundle (model.onnx, metadata.json, embeddings.npz, reference.npz when a
+    ``reference`` is given, and ``arms`` exploration arms (k-means of the embeddings, a flat
+    prior) when ``arms`` > 0) to ``directory``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -48,6 +54,16 @@ def make_bundle(
         writer.write_embeddings(CategoryEmbeddings(ids, rng.normal(size=(50, EMBEDDING_DIM))))
         if reference is not None:
             writer.write_reference(reference)
+        if arms:
+            from streams.features.arms import Arms, kmeans
+
+            matrix = rng.normal(size=(50, EMBEDDING_DIM))
+            writer.write_embeddings(CategoryEmbeddings(ids, matrix))
+            labels, centroids = kmeans(matrix, arms, seed=seed)
+            groups = [
+                [c for c, lab in zip(ids, labels, strict=True) if lab == a] for a in range(arms)
+            ]
+            writer.write_arms(Arms(groups, centroids, np.zeros((arms, arms + 1)), 2.0))
         writer.publish(
             {
                 "model_version": version,

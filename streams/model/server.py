@@ -76,6 +76,12 @@ class ModelServer:
             log.info("serving model %s from %s", bundle.model_version, bundle.path)
         else:
             log.info("model reloaded: %s -> %s (%s)", previous, bundle.model_version, bundle.path)
+        if bundle.arms is None:
+            log.info(
+                "model %s has no exploration arms (arms.npz): exploration is off and v2 scores "
+                "carry exploration null; retrain the model to turn it on",
+                bundle.model_version,
+            )
 
 
 def _outcome(exc: ModelError) -> str:

@@ -76,6 +76,7 @@ def step_config(
         top_k=settings.top_categories,
         score_versions=settings.score_versions,
         explain=settings.reasons,
+        explore=settings.explore_config,
         topic_ids={settings.topic_events: topic_identity(settings.topic_events, events_topic_id)},
         pseudonym=pseudonyms.pseudonym if pseudonyms is not None else None,
     )
