@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         "ts", description="ts (Thompson sampling), greedy (posterior mean), random or exploit."
     )
     explore_rate: float = Field(
-        0.5, ge=0, le=1,
+        1.0, ge=0, le=1,
         description="Share of new suggestions the policy draws; the rest exploit known interests.",
     )  # fmt: skip
     explore_slots: int = Field(2, ge=1, le=8, description="Open suggestions per shopper.")

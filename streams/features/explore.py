@@ -54,10 +54,10 @@ class ExploreConfig:
     """The exploration knobs (``INTENTFLOW_EXPLORE_*`` in the settings)."""
 
     policy: str = "ts"
-    rate: float = 0.5  # share of slots given to the policy rather than to exploit
+    rate: float = 1.0  # share of slots given to the policy rather than to exploit
     slots: int = 2  # open suggestions per user
     floor: float = 0.05  # share of slots drawn uniformly (known propensity)
-    window_s: float = 86_400.0  # an exposure answered within this (event time) is a success
+    window_s: float = 1800.0  # an exposure answered within this (event time) is a success
     half_life_s: float = 14 * 86_400.0  # success and failure counts decay
     exclude_top: int = 3  # the user's strongest interests are never suggested ...
     known_share: float = 0.05  # ... nor an arm holding this share of their interest or more
@@ -93,7 +93,8 @@ class Exposure:
 
 @dataclass(frozen=True, slots=True)
 class ExploreState:
-    """One user's exploration state. Counts are decayed as of ``clock``."""
+    """One user's exploration state. Counts are decayed as of ``clock``, the time they last
+    changed (decay is applied lazily: when they change, and when they are read)."""
 
     clock: float
     counts: Mapping[int, tuple[float, float]] = field(default_factory=dict)  # arm -> (s, f)
@@ -123,24 +124,23 @@ def event_rng(event_id: str) -> np.random.Generator:
 def observe(
     state: ExploreState, ts: float, arm: int | None, engaged: bool, config: ExploreConfig
 ) -> tuple[ExploreState, tuple[tuple[int, bool], ...]]:
-    """Decay the counts to ``ts``, expire old exposures as failures and count an engagement
-    with an open exposure's arm as a success. Out-of-order events never decay backwards."""
-    clock = max(ts, state.clock)
-    f = 0.5 ** ((clock - state.clock) / config.half_life_s) if clock > state.clock else 1.0
-    counts = (
-        {a: (s * f, n * f) for a, (s, n) in state.counts.items()}
-        if f != 1.0
-        else dict(state.counts)
-    )
+    """Expire exposures older than the window (as of ``ts``) as failures and count an
+    engagement with an open exposure's arm as a success; when that changes the counts, they
+    are decayed to ``ts`` first. Out-of-order events never decay backwards."""
     closed: list[tuple[int, bool]] = []
     still: list[Exposure] = []
     for exp in state.open:
-        if exp.opened_at + config.window_s < clock:
+        if exp.opened_at + config.window_s < ts:
             closed.append((exp.arm, False))
         elif engaged and exp.arm == arm and ts >= exp.opened_at and (exp.arm, True) not in closed:
             closed.append((exp.arm, True))
         else:
             still.append(exp)
+    if not closed:
+        return state, ()
+    clock = max(ts, state.clock)
+    f = decay(state, clock, config)
+    counts = {a: (s * f, n * f) for a, (s, n) in state.counts.items()}
     for a, success in closed:
         s, n = counts.get(a, (0.0, 0.0))
         counts[a] = (s + 1.0, n) if success else (s, n + 1.0)
@@ -151,16 +151,22 @@ def observe(
     return ExploreState(clock, kept, tuple(still)), tuple(closed)
 
 
+def decay(state: ExploreState, ts: float, config: ExploreConfig) -> float:
+    """The factor that decays the state's counts from its clock to ``ts`` (never above 1)."""
+    return 0.5 ** ((ts - state.clock) / config.half_life_s) if ts > state.clock else 1.0
+
+
 def posterior(
-    state: ExploreState, prior_mean: np.ndarray, strength: float
+    state: ExploreState, prior_mean: np.ndarray, strength: float, factor: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Beta(alpha, beta) of every arm: the population prior plus the user's decayed counts."""
+    """Beta(alpha, beta) of every arm: the population prior plus the user's counts, decayed
+    by ``factor`` (``decay`` to the time of reading)."""
     alpha = strength * prior_mean
     beta = strength * (1.0 - prior_mean)
     for a, (s, n) in state.counts.items():
         if a < len(alpha):
-            alpha[a] += s
-            beta[a] += n
+            alpha[a] += s * factor
+            beta[a] += n * factor
     return alpha, beta
 
 
@@ -216,7 +222,9 @@ class Explorer:
         eligible = [a for a in range(len(self.arms)) if a not in exclude and not known[a]]
         if not eligible:
             return state, (), ()
-        alpha, beta = posterior(state, self.arms.prior_mean(shares), self.arms.prior_strength)
+        alpha, beta = posterior(
+            state, self.arms.prior_mean(shares), self.arms.prior_strength, decay(state, ts, cfg)
+        )
         rng = event_rng(event_id)
         opened: list[Exposure] = []
         first_eligible = tuple(eligible)
@@ -264,13 +272,21 @@ class Explorer:
         return _POLICY_DRAW[self.config.policy]
 
     def suggestions(
-        self, state: ExploreState | None, weights: Mapping[str, float], max_categories: int = 5
+        self,
+        state: ExploreState | None,
+        weights: Mapping[str, float],
+        ts: float,
+        max_categories: int = 5,
     ) -> list[dict[str, Any]]:
-        """The user's open suggestions, as the score's ``exploration.suggestions``."""
+        """The user's open suggestions as of ``ts`` (the profile's clock), as the score's
+        ``exploration.suggestions``."""
         if state is None or not state.open:
             return []
         shares = self.arms.shares(weights, self.embeddings)
-        alpha, beta = posterior(state, self.arms.prior_mean(shares), self.arms.prior_strength)
+        alpha, beta = posterior(
+            state, self.arms.prior_mean(shares), self.arms.prior_strength,
+            decay(state, ts, self.config),
+        )  # fmt: skip
         tops = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
         top_vecs = self.embeddings.vectors([c for c, _ in tops]) if tops else None
         out = []

@@ -413,5 +413,5 @@ def exploration(explorer: Explorer | None, profile: features.Profile) -> dict[st
         "policy": cfg.policy,
         "rate": cfg.rate,
         "floor": cfg.floor,
-        "suggestions": explorer.suggestions(profile.explore, profile.weights),
+        "suggestions": explorer.suggestions(profile.explore, profile.weights, profile.clock),
     }

@@ -107,11 +107,16 @@ def response_probability(affinity: float | np.ndarray, behaviour: Behaviour) -> 
     return behaviour.response_floor + behaviour.response_gain * a**behaviour.response_power
 
 
+@lru_cache(maxsize=4096)
+def _tops(categories: tuple[str, ...]) -> np.ndarray:
+    return np.fromiter((top_of(c) for c in categories), dtype=np.intp, count=len(categories))
+
+
 def cluster_affinity(affinity: np.ndarray, categories: Sequence[str]) -> float:
     """The user's true affinity for a cluster: the mean affinity of its categories' tops."""
     if not categories:
         return 0.0
-    return float(np.mean([affinity[top_of(c)] for c in categories]))
+    return float(affinity[_tops(tuple(categories))].mean())
 
 
 def coin(seed: int, index: int, cluster: str, j: int) -> float:

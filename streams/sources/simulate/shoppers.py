@@ -265,10 +265,14 @@ class Shopper:
 
     def true_affinity(self) -> np.ndarray:
         """Affinity ``theta / max(theta)`` per top-level category, dormant ones undamped, as
-        of the last drift step (reading it draws nothing)."""
+        of the last drift step (reading it draws nothing); a dormant interest responds
+        strongly when shown: its affinity is 1."""
         eta = np.add(self.eta_base, self.eta_drift)
         theta = np.exp(eta - eta.max())
-        return theta / theta.max()
+        affinity = theta / theta.max()
+        if self.latent is not None and self.latent.dormant:
+            affinity[list(self.latent.dormant)] = 1.0
+        return affinity
 
     def response_probabilities(self, clusters: list[tuple[str, ...]]) -> np.ndarray:
         """P(engage | shown) for each cluster of categories: the oracle's expected rewards."""

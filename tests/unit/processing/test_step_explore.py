@@ -77,7 +77,7 @@ def _run_harness(bundle: ModelBundle, stream: list[Record]) -> dict[str, list]:
             event_type=event.event_type, category_id=event.category_id, weights=profile.weights,
         )  # fmt: skip
         profiles[event.user_id], states[event.user_id] = profile, state
-        out[event.event_id] = explorer.suggestions(state, profile.weights)
+        out[event.event_id] = explorer.suggestions(state, profile.weights, profile.clock)
     return out
 
 
@@ -97,7 +97,7 @@ def test_v2_scores_carry_suggestions_that_validate(
                 "reasons": None, "exploration": exploration,
             }
         )  # fmt: skip
-        assert exploration["policy"] == "ts" and exploration["rate"] == 0.5
+        assert exploration["policy"] == "ts" and exploration["rate"] == 1.0
         assert len(exploration["suggestions"]) <= 2
         for s in exploration["suggestions"]:
             assert 0.05 / 8 <= s["propensity"] <= 1.0  # the floor bounds it from below
