@@ -182,7 +182,8 @@ def run_policy(  # noqa: PLR0917 - the run's coordinates, in the task tuple's or
     dormant = np.array([len(s.latent.dormant) if s.latent else 0 for s in loop.shoppers])
     return Run(
         seed, policy, rate, regret, discovered, decisions, engagements, dormant, until,
-        [np.asarray(q) for q in sequence], purchases_awakened, purchases, events, time.perf_counter() - t0,
+        [np.asarray(q) for q in sequence], purchases_awakened, purchases, events,
+        time.perf_counter() - t0,
     )  # fmt: skip
 
 

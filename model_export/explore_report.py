@@ -3,7 +3,7 @@ confidence intervals over users (matplotlib's object API, no pyplot)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_curves(by_policy: dict[str, Sequence[Run]], out: Path) -> list[str]:
+def plot_curves(by_policy: Mapping[str, Sequence[Run]], out: Path) -> list[str]:
     """Cumulative regret per user and the share of dormant interests discovered, per day."""
     from model_export.explore_eval import pooled
 
@@ -65,7 +65,7 @@ def plot_curves(by_policy: dict[str, Sequence[Run]], out: Path) -> list[str]:
     return names
 
 
-def plot_regret_by_decision(by_policy: dict[str, Sequence[Run]], out: Path) -> str:
+def plot_regret_by_decision(by_policy: Mapping[str, Sequence[Run]], out: Path) -> str:
     """Cumulative regret against the shopper's decision number (the bandit view), over the
     shoppers who reached that many decisions, with a bootstrap band."""
     fig = Figure(figsize=(7, 4.2))
@@ -127,7 +127,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 def write_report(  # noqa: PLR0917
     out: Path,
     summary: dict[str, Any],
-    by_policy: dict[str, Sequence[Run]],
+    by_policy: Mapping[str, Sequence[Run]],
     rates: list[float],
     runs: Sequence[Run],
     sweep_seeds: list[int],

@@ -100,7 +100,9 @@ def init_latent(
     return latent, eta
 
 
-def response_probability(affinity: float | np.ndarray, behaviour: Behaviour) -> np.ndarray:
+def response_probability(
+    affinity: float | Sequence[float] | np.ndarray, behaviour: Behaviour
+) -> np.ndarray:
     """P(engage | shown a cluster) for a true affinity in [0, 1]: increasing, from
     ``response_floor`` to ``response_floor + response_gain``."""
     a = np.clip(np.asarray(affinity, dtype=np.float64), 0.0, 1.0)
