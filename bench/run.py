@@ -119,10 +119,12 @@ def pick_bundle(home: Path) -> tuple[Path, str]:
         return snapshot, f"trained bundle models/current -> {current.resolve().name} (a copy)"
     from tests.bundles import make_explained_bundle
 
-    path = make_explained_bundle(home / "bundle", "bench-logistic", seed=0)
+    arms = int(os.environ.get("BENCH_ARMS", "0"))  # exploration arms (issue 11); 0: none
+    path = make_explained_bundle(home / "bundle", "bench-logistic", seed=0, arms=arms)
     return path, (
         "tests/bundles.make_explained_bundle (no models/current): logistic regression, ONNX, "
         "with a training reference (so purchase-scores.v2 carries reasons and drift is measured)"
+        + (f" and {arms} exploration arms" if arms else "")
     )
 
 

@@ -103,7 +103,12 @@ def simulated_reference(bundle: Path) -> Reference:
     return fit_reference(features.feature_matrix(pairs, embeddings))
 
 
-def make_explained_bundle(directory: Path, version: str, *, seed: int = 0) -> Path:
-    """``make_bundle`` with a ``simulated_reference``: scores come with reasons."""
-    plain = make_bundle(directory.with_name(directory.name + "-plain"), version, seed=seed)
-    return make_bundle(directory, version, seed=seed, reference=simulated_reference(plain))
+def make_explained_bundle(directory: Path, version: str, *, seed: int = 0, arms: int = 0) -> Path:
+    """``make_bundle`` with a ``simulated_reference``: scores come with reasons (and, with
+    ``arms``, exploration suggestions)."""
+    plain = make_bundle(
+        directory.with_name(directory.name + "-plain"), version, seed=seed, arms=arms
+    )
+    return make_bundle(
+        directory, version, seed=seed, reference=simulated_reference(plain), arms=arms
+    )
