@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         description="Share of new suggestions drawn uniformly at random (a known propensity).",
     )  # fmt: skip
     explore_window_hours: float = Field(
-        24.0, gt=0, le=24 * 90,
+        0.5, gt=0, le=24 * 90,
         description="Engagement with a suggestion within this (event time) is a success; "
         "after it, a failure.",
     )  # fmt: skip

@@ -119,3 +119,22 @@ def test_client_options_use_each_librarys_key_names() -> None:
         "bootstrap.servers": "h:9",
         "security.protocol": "PLAINTEXT",
     }
+
+
+def test_exploration_defaults_are_the_evaluated_policy_and_bad_knobs_name_the_variable() -> None:
+    from streams.features.explore import ExploreConfig
+
+    # The worker's defaults are the ones evaluate-explore measured (ExploreConfig()).
+    assert load_settings().explore_config == ExploreConfig()
+    assert load_settings(explore=False).explore_config is None
+    custom = load_settings(explore_rate=0.25, explore_slots=3, explore_window_hours=2)
+    assert custom.explore_config == ExploreConfig(rate=0.25, slots=3, window_s=7200.0)
+    for overrides, variable in (
+        ({"explore_policy": "ucb"}, "INTENTFLOW_EXPLORE_POLICY"),
+        ({"explore_rate": 1.5}, "INTENTFLOW_EXPLORE_RATE"),
+        ({"explore_slots": 0}, "INTENTFLOW_EXPLORE_SLOTS"),
+        ({"explore_floor": -0.1}, "INTENTFLOW_EXPLORE_FLOOR"),
+        ({"explore_window_hours": 0}, "INTENTFLOW_EXPLORE_WINDOW_HOURS"),
+    ):
+        with pytest.raises(ConfigError, match=variable):
+            load_settings(**overrides)
