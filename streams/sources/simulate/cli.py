@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -16,8 +18,14 @@ import click
 from streams.contracts.events import DEFAULT_MAX_EVENT_BYTES
 from streams.progress import Progress
 from streams.settings import load_settings
+from streams.sources.simulate.shoppers import DEFAULT_BEHAVIOUR, Shopper
 from streams.sources.simulate.sinks import COMPRESSIONS, Tally, produce, write_jsonl
-from streams.sources.simulate.stream import DEFAULT_START, format_timestamp, generate
+from streams.sources.simulate.stream import (
+    DEFAULT_START,
+    format_timestamp,
+    generate,
+    make_shoppers,
+)
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
@@ -92,6 +100,21 @@ def show_progress(
     return show
 
 
+def write_latent(path: Path, shoppers: list[Shopper]) -> None:
+    """One JSON line per shopper: dormant top-level categories and P(engage) per category."""
+    n_top = shoppers[0].catalog.n_top if shoppers else 0
+    clusters = [(f"c{t:02d}00",) for t in range(n_top)]
+    with path.open("w", encoding="utf-8") as fh:
+        for s in shoppers:
+            probs = s.response_probabilities(clusters)
+            fh.write(json.dumps({
+                "user_id": s.user_id,
+                "dormant": [f"{t:02d}" for t in (s.latent.dormant if s.latent else ())],
+                "response_probabilities": {f"{t:02d}": round(float(p), 6)
+                                           for t, p in enumerate(probs)},
+            }) + "\n")  # fmt: skip
+
+
 @click.command("simulate")
 @click.option("--users", type=click.IntRange(min=1), required=True, help="Number of shoppers.")
 @click.option(
@@ -128,6 +151,19 @@ def show_progress(
     "--compression", type=click.Choice(COMPRESSIONS), default="auto", show_default=True,
     help="With --kafka: auto is lz4 when the lz4 package is installed, else none.",
 )  # fmt: skip
+@click.option(
+    "--correlated-interests", "interest_rank", type=click.IntRange(0, 20), default=0,
+    show_default=True, help="Rank of correlated interests (L z + noise); 0: independent.",
+)  # fmt: skip
+@click.option(
+    "--dormant", type=click.IntRange(0, 5), default=0, show_default=True,
+    help="Dormant interests per shopper (visited rarely until a suggestion awakens them).",
+)  # fmt: skip
+@click.option(
+    "--latent-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write per shopper its dormant interests and P(engage | shown) per top-level category "
+    "at the start (per-decision rewards: intentflow evaluate-explore).",
+)  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def simulate_command(
     *,
@@ -142,6 +178,9 @@ def simulate_command(
     out: Path | None,
     to_kafka: bool,
     compression: str,
+    interest_rank: int,
+    dormant: int,
+    latent_out: Path | None,
     quiet: bool,
 ) -> None:
     """Simulate shoppers' clickstreams, in event-time order, keyed by user id.
@@ -153,7 +192,12 @@ def simulate_command(
         raise click.UsageError("choose exactly one of --out FILE.jsonl or --kafka")
     settings = load_settings() if to_kafka else None
     max_bytes = settings.max_event_bytes if settings else DEFAULT_MAX_EVENT_BYTES
-    records = generate(users, duration, seed, bad_fraction, start, max_bytes=max_bytes)
+    behaviour = replace(DEFAULT_BEHAVIOUR, interest_rank=interest_rank, dormant=dormant)
+    if latent_out is not None:
+        write_latent(latent_out, make_shoppers(users, duration, seed, start, behaviour))
+    records = generate(
+        users, duration, seed, bad_fraction, start, max_bytes=max_bytes, behaviour=behaviour
+    )
     if max_events is not None:
         records = islice(records, max_events)
     started = time.monotonic()

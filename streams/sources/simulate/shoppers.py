@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_left
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,7 +274,7 @@ class Shopper:
             affinity[list(self.latent.dormant)] = 1.0
         return affinity
 
-    def response_probabilities(self, clusters: list[tuple[str, ...]]) -> np.ndarray:
+    def response_probabilities(self, clusters: Sequence[tuple[str, ...]]) -> np.ndarray:
         """P(engage | shown) for each cluster of categories: the oracle's expected rewards."""
         a = self.true_affinity()
         return response_probability([cluster_affinity(a, c) for c in clusters], self.b)

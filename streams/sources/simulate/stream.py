@@ -63,6 +63,28 @@ def format_timestamp(ts_ms: int) -> str:
     return f"{date}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
+def make_shoppers(
+    users: int, duration_s: float, seed: int, start: datetime, behaviour: Behaviour
+) -> list[Shopper]:
+    """The shoppers of a run, with the ids ``generate`` gives them."""
+    start_ms = round(start.timestamp() * 1000)
+    end_ms = start_ms + round(duration_s * 1000)
+    catalog = build_catalog(np.random.default_rng([seed, 0x0CA7A106]))
+    width = max(6, len(str(users - 1)))
+    return [
+        Shopper(
+            i,
+            user_id=f"u{i:0{width}d}",
+            seed=seed,
+            catalog=catalog,
+            behaviour=behaviour,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+        for i in range(users)
+    ]
+
+
 def generate(
     users: int,
     duration_s: float,
@@ -89,22 +111,7 @@ def generate(
         raise ValueError(f"bad_fraction must be within [0, 1), got {bad_fraction}")
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware (e.g. 2025-01-06T00:00:00Z)")
-    start_ms = round(start.timestamp() * 1000)
-    end_ms = start_ms + round(duration_s * 1000)
-    catalog = build_catalog(np.random.default_rng([seed, 0x0CA7A106]))
-    width = max(6, len(str(users - 1)))
-    shoppers = [
-        Shopper(
-            i,
-            user_id=f"u{i:0{width}d}",
-            seed=seed,
-            catalog=catalog,
-            behaviour=behaviour,
-            start_ms=start_ms,
-            end_ms=end_ms,
-        )
-        for i in range(users)
-    ]
+    shoppers = make_shoppers(users, duration_s, seed, start, behaviour)
     bad_rng = random.Random(f"intentflow-sim/{seed}/bad")
     n_bad = 0
     prefix = f"sim-{seed}-"

@@ -72,3 +72,26 @@ def test_response_probability_rises_with_affinity() -> None:
     p = response_probability(np.linspace(0, 1, 11), WORLD)
     assert np.all(np.diff(p) > 0)
     assert p[0] == WORLD.response_floor and p[-1] == WORLD.response_floor + WORLD.response_gain
+
+
+def test_simulate_cli_writes_the_latent_sidecar(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from click.testing import CliRunner
+
+    from streams.sources.simulate.cli import simulate_command
+
+    out, latent = tmp_path / "sim.jsonl", tmp_path / "latent.jsonl"
+    result = CliRunner().invoke(
+        simulate_command,
+        ["--users", "20", "--duration", "1d", "--seed", "3", "--dormant", "2",
+         "--correlated-interests", "4", "--latent-out", str(latent), "--out", str(out), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in latent.read_text().splitlines()]
+    assert len(rows) == 20 and all(len(r["dormant"]) == 2 for r in rows)
+    users = {json.loads(line)["user_id"] for line in out.read_text().splitlines()}
+    assert users <= {r["user_id"] for r in rows}
+    for r in rows:  # a dormant interest responds strongly when shown
+        assert all(r["response_probabilities"][d] == max(r["response_probabilities"].values())
+                   for d in r["dormant"])  # fmt: skip
