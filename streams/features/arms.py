@@ -28,7 +28,10 @@ MAX_ARMS = 255  # an arm index is one byte in the profile
 class Arms:
     """The arms of a bundle: each arm's categories and centroid, and the population prior."""
 
-    __slots__ = ("_cache", "_index", "categories", "centroids", "prior_strength", "prior_weights")
+    __slots__ = (
+        "_cache", "_index", "_labels", "_rows", "_sims", "categories", "centroids",
+        "prior_strength", "prior_weights",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -59,6 +62,10 @@ class Arms:
         self.prior_strength = float(prior_strength)
         self._index = {c: a for a, cats in enumerate(self.categories) for c in cats}
         self._cache: dict[str, int] = {}
+        # Per score, plain Python beats numpy on vectors this small (see ``prior_mean_of``).
+        self._rows: list[list[float]] = prior_weights.tolist()
+        self._labels = [self.label(a) for a in range(k)]
+        self._sims: dict[str, list[float]] = {}
 
     def __len__(self) -> int:
         return len(self.categories)
@@ -89,6 +96,38 @@ class Arms:
             out[self.arm_of(category, embeddings)] += weight
         total = out.sum()
         return out / total if total > 0 else out
+
+    def share_map(
+        self, weights: Mapping[str, float], embeddings: CategoryEmbeddings
+    ) -> dict[int, float]:
+        """``shares`` as a sparse dict (arm -> share), in plain Python."""
+        out: dict[int, float] = {}
+        for category, weight in weights.items():
+            arm = self.arm_of(category, embeddings)
+            out[arm] = out.get(arm, 0.0) + weight
+        total = sum(out.values())
+        return {a: w / total for a, w in out.items()} if total > 0 else {}
+
+    def prior_mean_of(self, arm: int, shares: Mapping[int, float]) -> float:
+        """The population prior mean of one arm for sparse ``shares`` (``share_map``)."""
+        row = self._rows[arm]
+        z = row[0] + sum(row[j + 1] * s for j, s in shares.items())
+        return 1.0 / (1.0 + math.exp(-min(max(z, -30.0), 30.0)))
+
+    def name(self, arm: int) -> str:
+        """``label(arm)``, precomputed."""
+        return self._labels[arm]
+
+    def similarity(self, category_id: str, arm: int, embeddings: CategoryEmbeddings) -> float:
+        """Cosine of a category's vector and an arm's centroid (cached per category)."""
+        sims = self._sims.get(category_id)
+        if sims is None:
+            vec = np.asarray(embeddings.vector(category_id), dtype=np.float64)
+            sims = (self.centroids[:, : vec.shape[0]] @ vec).tolist()
+            if len(self._sims) > 100_000:  # bound it for long-running workers
+                self._sims.clear()
+            self._sims[category_id] = sims
+        return sims[arm]
 
     def prior_mean(self, shares: np.ndarray) -> np.ndarray:
         """The population prior mean of every arm for a user with these shares, in (0, 1)."""

@@ -18,7 +18,8 @@ profile update, in event time:
    arm the user already shows most interest in). The probability of the chosen arm under this
    mixture is its *propensity* (Thompson sampling's share is estimated by
    ``propensity_draws`` extra posterior draws, counting the real one); the floor keeps it at
-   least ``floor / eligible``.
+   least ``floor / eligible``. Several free slots are filled from one posterior draw (its
+   best arm, then its next best), each propensity given the arms already chosen.
 3. Every score lists the open exposures as its suggestions (``Explorer.suggestions``).
 
 Deterministic: every random number comes from a generator seeded by the event id, so a
@@ -61,7 +62,7 @@ class ExploreConfig:
     half_life_s: float = 14 * 86_400.0  # success and failure counts decay
     exclude_top: int = 3  # the user's strongest interests are never suggested ...
     known_share: float = 0.05  # ... nor an arm holding this share of their interest or more
-    propensity_draws: int = 64  # extra posterior draws that estimate a TS propensity
+    propensity_draws: int = 16  # extra posterior draws that estimate a TS propensity
 
     def __post_init__(self) -> None:
         problems = []
@@ -115,10 +116,23 @@ def _f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
+_ISO: dict[float, str] = {}
+
+
+def _iso(ts: float) -> str:
+    """RFC 3339 text of an exposure's time; cached, since every score of the user repeats it."""
+    text = _ISO.get(ts)
+    if text is None:
+        if len(_ISO) > 100_000:
+            _ISO.clear()
+        text = _ISO[ts] = datetime.fromtimestamp(ts, UTC).isoformat()
+    return text
+
+
 def event_rng(event_id: str) -> np.random.Generator:
     """The generator of one event's draws: a replayed event draws the same numbers."""
     seed = hashlib.sha256(b"intentflow-explore/" + event_id.encode("utf-8")).digest()[:8]
-    return np.random.default_rng(int.from_bytes(seed, "little"))
+    return np.random.Generator(np.random.SFC64(int.from_bytes(seed, "little")))
 
 
 def observe(
@@ -229,39 +243,44 @@ class Explorer:
         opened: list[Exposure] = []
         first_eligible = tuple(eligible)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
-        for _ in range(min(free, len(eligible))):
-            idx = np.asarray(eligible)
-            n = len(idx)
+        idx = np.asarray(eligible)
+        mean = alpha[idx] / (alpha[idx] + beta[idx])
+        # Exploit: the strongest known interest among the eligible (then the prior mean).
+        exploit_order = np.lexsort((-mean, -shares[idx])).tolist()
+        greedy_order = np.argsort(-mean, kind="stable").tolist()
+        draws = None
+        if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
+            draws = rng.beta(alpha[idx], beta[idx], size=(cfg.propensity_draws + 1, len(idx)))
+        alive = np.ones(len(idx), dtype=bool)
+        for _ in range(min(free, len(idx))):
+            live = np.flatnonzero(alive)
+            n = len(live)
             u_floor, u_rate = rng.random(), rng.random()
-            # Exploit: the strongest known interest among the eligible (then the prior mean).
-            exploit = int(
-                idx[np.lexsort((-alpha[idx] / (alpha[idx] + beta[idx]), -shares[idx]))[0]]
-            )
-            share: np.ndarray  # P(each eligible arm) under the policy's own draw
-            if cfg.policy == "ts":
-                draws = rng.beta(alpha[idx], beta[idx], size=(cfg.propensity_draws + 1, n))
-                wins = np.bincount(np.argmax(draws, axis=1), minlength=n)
-                policy_pick = int(idx[int(np.argmax(draws[0]))])
-                share = wins / (cfg.propensity_draws + 1)
+            exploit = next(j for j in exploit_order if alive[j])
+            share: np.ndarray  # P(each position of idx) under the policy's own draw
+            if draws is not None:
+                winners = np.argmax(np.where(alive, draws, -np.inf), axis=1)
+                policy_pick = int(winners[0])
+                share = np.bincount(winners, minlength=len(idx)) / len(winners)
             elif cfg.policy == "greedy":
-                j = int(np.argmax(alpha[idx] / (alpha[idx] + beta[idx])))
-                policy_pick, share = int(idx[j]), np.eye(n)[j]
+                policy_pick = next(j for j in greedy_order if alive[j])
+                share = (np.arange(len(idx)) == policy_pick).astype(float)
             elif cfg.policy == "random":
-                policy_pick, share = int(idx[int(rng.integers(n))]), np.full(n, 1.0 / n)
+                policy_pick = int(live[int(rng.integers(n))])
+                share = alive / n
             else:
-                policy_pick, share = exploit, (idx == exploit).astype(float)
+                policy_pick, share = exploit, (np.arange(len(idx)) == exploit).astype(float)
             if u_floor < cfg.floor:
-                chosen, draw = int(idx[int(rng.integers(n))]), DRAW_FLOOR
+                j, draw = int(live[int(rng.integers(n))]), DRAW_FLOOR
             elif u_rate < rate:
-                chosen, draw = policy_pick, DRAW_POLICY
+                j, draw = policy_pick, DRAW_POLICY
             else:
-                chosen, draw = exploit, DRAW_EXPLOIT
-            j = int(np.flatnonzero(idx == chosen)[0])
+                j, draw = exploit, DRAW_EXPLOIT
             propensity = cfg.floor / n + (1.0 - cfg.floor) * (
-                rate * float(share[j]) + (1.0 - rate) * float(chosen == exploit)
+                rate * float(share[j]) + (1.0 - rate) * float(j == exploit)
             )
-            opened.append(Exposure(chosen, ts, _f32(propensity), draw))
-            eligible.remove(chosen)
+            opened.append(Exposure(int(idx[j]), ts, _f32(propensity), draw))
+            alive[j] = False
         return replace(state, open=state.open + tuple(opened)), tuple(opened), first_eligible
 
     def _draw_label(self, draw: int) -> str:
@@ -282,33 +301,35 @@ class Explorer:
         ``exploration.suggestions``."""
         if state is None or not state.open:
             return []
-        shares = self.arms.shares(weights, self.embeddings)
-        alpha, beta = posterior(
-            state, self.arms.prior_mean(shares), self.arms.prior_strength,
-            decay(state, ts, self.config),
-        )  # fmt: skip
+        arms, embeddings = self.arms, self.embeddings
+        # Runs for every score: plain Python over the few open arms (numpy's per-call overhead
+        # is larger than the work at these sizes).
+        shares = arms.share_map(weights, embeddings)
+        factor = decay(state, ts, self.config)
+        strength = arms.prior_strength
         tops = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
-        top_vecs = self.embeddings.vectors([c for c, _ in tops]) if tops else None
         out = []
         for exp in state.open:
             a = exp.arm
-            similar = None
-            if top_vecs is not None:
-                sims = top_vecs.astype(np.float64) @ self.arms.centroids[a, : top_vecs.shape[1]]
-                best = int(np.argmax(sims))
-                if sims[best] >= SIMILAR_MIN:
-                    similar = tops[best][0]
+            similar, best = None, SIMILAR_MIN
+            for category, _ in tops:
+                sim = arms.similarity(category, a, embeddings)
+                if sim >= best:
+                    similar, best = category, sim
+            s, n = state.counts.get(a, (0.0, 0.0))
+            m = arms.prior_mean_of(a, shares)
+            alpha, beta = strength * m + s * factor, strength * (1.0 - m) + n * factor
             out.append(
                 {
-                    "cluster": Arms.label(a),
-                    "categories": list(self.arms.categories[a][:max_categories]),
+                    "cluster": arms.name(a),
+                    "categories": arms.categories[a][:max_categories],
                     "draw": self._draw_label(exp.draw),
-                    "posterior_mean": float(alpha[a] / (alpha[a] + beta[a])),
-                    "posterior_strength": float(alpha[a] + beta[a]),
+                    "posterior_mean": alpha / (alpha + beta),
+                    "posterior_strength": alpha + beta,
                     "propensity": exp.propensity,
                     "why": f"similar to {similar}" if similar else "new to you",
                     "similar_to": similar,
-                    "opened_at": datetime.fromtimestamp(exp.opened_at, UTC).isoformat(),
+                    "opened_at": _iso(exp.opened_at),
                 }
             )
         return out

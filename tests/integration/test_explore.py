@@ -44,7 +44,10 @@ def _harness(current: Path, payloads: list[tuple[bytes, bytes]]) -> dict[str, li
             event_type=event.event_type, category_id=event.category_id, weights=profile.weights,
         )  # fmt: skip
         profiles[event.user_id], states[event.user_id] = profile, state
-        out[event.event_id] = explorer.suggestions(state, profile.weights, profile.clock)
+        # As the wire carries it (JSON: tuples become lists).
+        out[event.event_id] = orjson.loads(
+            orjson.dumps(explorer.suggestions(state, profile.weights, profile.clock))
+        )
     return out
 
 

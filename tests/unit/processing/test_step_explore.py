@@ -77,7 +77,10 @@ def _run_harness(bundle: ModelBundle, stream: list[Record]) -> dict[str, list]:
             event_type=event.event_type, category_id=event.category_id, weights=profile.weights,
         )  # fmt: skip
         profiles[event.user_id], states[event.user_id] = profile, state
-        out[event.event_id] = explorer.suggestions(state, profile.weights, profile.clock)
+        # As the wire carries it (JSON: tuples become lists).
+        out[event.event_id] = orjson.loads(
+            orjson.dumps(explorer.suggestions(state, profile.weights, profile.clock))
+        )
     return out
 
 
