@@ -32,6 +32,7 @@ import numpy as np
 
 from model_export.embeddings import learn_embeddings
 from model_export.explore_prior import fit_arms, fit_prior_from_exposures
+from model_export.explore_report import pooled, write_report
 from streams import features
 from streams.features.arms import Arms
 from streams.features.embeddings import CategoryEmbeddings
@@ -213,17 +214,6 @@ def _boot_mean(values: np.ndarray, rng: np.random.Generator) -> tuple[float, flo
     return values.mean(axis=0), lo, hi
 
 
-def pooled(runs: Sequence[Run]) -> dict[str, np.ndarray]:
-    """Per-user arrays pooled over seeds (the seeds' users, one after another)."""
-    return {
-        "regret": np.concatenate([r.regret for r in runs]),
-        "discovered": np.concatenate([r.discovered for r in runs]),
-        "dormant": np.concatenate([r.dormant for r in runs]),
-        "decisions": np.concatenate([r.decisions for r in runs]),
-        "engagements": np.concatenate([r.engagements for r in runs]),
-    }
-
-
 def summarise(runs: Sequence[Run], seed: int = 0) -> dict[str, Any]:
     """One policy's figures over its seeds."""
     rng = np.random.default_rng(seed)
@@ -354,7 +344,6 @@ def evaluate_explore_command(  # noqa: PLR0917 - one parameter per click option
 ) -> None:  # fmt: skip
     """Run the exploration policies in the simulator's closed loop; write a report."""
     from model_export.cli import parse_duration
-    from model_export.explore_report import write_report
 
     duration_s = parse_duration(duration)
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]

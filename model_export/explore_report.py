@@ -18,6 +18,17 @@ COLOURS = {"exploit": "#7f7f7f", "random": "#d62728", "greedy": "#ff7f0e", "ts":
 BOOTSTRAP = 300
 
 
+def pooled(runs: Sequence[Run]) -> dict[str, np.ndarray]:
+    """Per-user arrays pooled over seeds (the seeds' users, one after another)."""
+    return {
+        "regret": np.concatenate([r.regret for r in runs]),
+        "discovered": np.concatenate([r.discovered for r in runs]),
+        "dormant": np.concatenate([r.dormant for r in runs]),
+        "decisions": np.concatenate([r.decisions for r in runs]),
+        "engagements": np.concatenate([r.engagements for r in runs]),
+    }
+
+
 def _band(per_user: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean curve over users and its 95% bootstrap band (per_user: users x days)."""
     rng = np.random.default_rng(seed)
@@ -35,8 +46,6 @@ def _save(fig: Figure, path: Path) -> None:
 
 def plot_curves(by_policy: Mapping[str, Sequence[Run]], out: Path) -> list[str]:
     """Cumulative regret per user and the share of dormant interests discovered, per day."""
-    from model_export.explore_eval import pooled
-
     names = []
     for key, title, ylabel in (
         ("regret", "Cumulative expected regret per shopper", "regret (engagements missed)"),
