@@ -16,7 +16,8 @@ def test_evaluate_explore_writes_report_curves_and_summary(tmp_path: Path) -> No
     result = CliRunner().invoke(
         evaluate_explore_command,
         ["--users", "40", "--duration", "2d", "--seeds", "7",
-         "--policies", "exploit,random,greedy,ts", "--sweep", "0,1", "--latent-out", str(tmp_path / "latent.jsonl"), "--out", str(out)],
+         "--policies", "exploit,random,greedy,ts", "--sweep", "0,1",
+         "--latent-out", str(tmp_path / "latent.jsonl"), "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     for name in ("report.md", "summary.json", "regret.png", "discovered.png",
