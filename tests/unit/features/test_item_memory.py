@@ -167,10 +167,10 @@ def _busy_profile() -> Profile:
     )
 
 
-def test_format_3_round_trip_is_exact() -> None:
+def test_format_4_round_trip_is_exact() -> None:
     p = _busy_profile()
     data = encode_profile(p)
-    assert data[2] == PROFILE_FORMAT_VERSION == 3
+    assert data[2] == PROFILE_FORMAT_VERSION == 4
     assert decode_profile(data) == p
     for field in dataclasses.fields(Profile):  # every field is encoded by some section
         assert getattr(decode_profile(data), field.name) == getattr(p, field.name)
@@ -195,6 +195,7 @@ def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> Non
     p = _busy_profile()
     data = encode_profile(p)
     v3_tail = _ITEM_INFO.size * len(p.items) + _COUNTERS.size + 1 + _STEP.size * len(p.recent)
+    v3_tail += 1  # format 4: the exploration byte (0: none)
     v2 = data[:2] + b"\x02" + data[3:-v3_tail]
     old = decode_profile(v2)
     now = math.floor(p.clock)
@@ -205,7 +206,7 @@ def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> Non
     for field in dataclasses.fields(Profile):
         if field.name not in same:
             assert getattr(old, field.name) == getattr(p, field.name), field.name
-    # An upgraded profile keeps working: the next event updates it and it encodes as format 3.
+    # An upgraded profile keeps working: the next event updates it and it encodes as format 4.
     nxt = update(old, ev("view", p.clock + 5, item="i3"))
     assert decode_profile(encode_profile(nxt)) == nxt
     with pytest.raises(ProfileDecodeError, match="trailing"):
@@ -253,3 +254,11 @@ def test_the_recent_sequence_keeps_the_last_events_as_small_integers() -> None:
     long = run([ev("view", T0 + i, item=f"i{i}") for i in range(3 * SEQ_LEN)])
     assert len(long.recent) == SEQ_LEN
     assert decode_profile(encode_profile(long)) == long
+
+
+def test_a_format_3_profile_decodes_without_exploration() -> None:
+    p = _busy_profile()
+    data = encode_profile(p)
+    assert p.explore is None and data[-1] == 0  # format 4 ends with the exploration byte
+    old = decode_profile(data[:2] + b"\x03" + data[3:-1])
+    assert old == p
