@@ -197,16 +197,7 @@ def fit_network(
     """Fit on ``fit``; early stopping (best weights restored) on ``tune``'s loss."""
     x_fit, y_fit = fit
     x_tune, y_tune = tune
-    model = build_model(
-        x_fit,
-        float(y_fit.mean()),
-        learning_rate,
-        l2=spec.l2,
-        dropout=spec.dropout,
-        hidden=spec.hidden,
-        wide=spec.wide,
-        sequence=spec.sequence,
-    )
+    model = _build(spec, x_fit, y_fit, learning_rate)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True
     )
@@ -276,16 +267,7 @@ def refit(
     """The chosen candidate fitted again on every train row (the tuning slice too: the latest
     behaviour matters most on shifting data) for the number of epochs early stopping chose."""
     x, y = rows
-    model = build_model(
-        x,
-        float(y.mean()),
-        learning_rate,
-        l2=spec.l2,
-        dropout=spec.dropout,
-        hidden=spec.hidden,
-        wide=spec.wide,
-        sequence=spec.sequence,
-    )
+    model = _build(spec, x, y, learning_rate)
     with Progress(f"refit {spec.name}", epochs, unit="epochs", enabled=verbose == 1) as bar:
         model.fit(
             x,
@@ -315,3 +297,17 @@ def calibration(network: FittedNetwork, tune: tuple[np.ndarray, np.ndarray]) -> 
         "tune_ece_after": round(metrics.ece(y_tune, after), 6),
         "tune_rows": len(y_tune),
     }
+
+
+def _build(spec: Any, x: Any, y: Any, learning_rate: float) -> Any:
+    """The network ``spec`` describes, its output bias at the base rate of ``y``."""
+    return build_model(
+        x,
+        float(y.mean()),
+        learning_rate,
+        l2=spec.l2,
+        dropout=spec.dropout,
+        hidden=spec.hidden,
+        wide=spec.wide,
+        sequence=spec.sequence,
+    )
