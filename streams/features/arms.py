@@ -12,6 +12,7 @@ the user's interest shares over the arms (``shares``, summing to 1 or all zero):
 from __future__ import annotations
 
 import math
+import operator
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ class Arms:
     """The arms of a bundle: each arm's categories and centroid, and the population prior."""
 
     __slots__ = (
-        "_cache", "_index", "_labels", "_rows", "_sims", "categories", "centroids",
+        "_bias", "_cache", "_index", "_labels", "_rows", "_sims", "categories", "centroids",
         "prior_strength", "prior_weights",
     )  # fmt: skip
 
@@ -63,7 +64,8 @@ class Arms:
         self._index = {c: a for a, cats in enumerate(self.categories) for c in cats}
         self._cache: dict[str, int] = {}
         # Per score, plain Python beats numpy on vectors this small (see ``prior_mean_of``).
-        self._rows: list[list[float]] = prior_weights.tolist()
+        self._bias: list[float] = prior_weights[:, 0].tolist()
+        self._rows: list[list[float]] = prior_weights[:, 1:].tolist()
         self._labels = [self.label(a) for a in range(k)]
         self._sims: dict[str, list[float]] = {}
 
@@ -80,6 +82,9 @@ class Arms:
         arm = self._index.get(category_id)
         if arm is not None:
             return arm
+        return self._nearest(category_id, embeddings)
+
+    def _nearest(self, category_id: str, embeddings: CategoryEmbeddings) -> int:
         arm = self._cache.get(category_id)
         if arm is None:
             vec = np.asarray(embeddings.vector(category_id), dtype=np.float64)
@@ -89,29 +94,29 @@ class Arms:
             self._cache[category_id] = arm
         return arm
 
+    def totals(self, weights: Mapping[str, float], embeddings: CategoryEmbeddings) -> list[float]:
+        """The user's interest weight per arm, in plain Python (the categories in dict order,
+        so the sums are the same whichever way they are read)."""
+        out = [0.0] * len(self.categories)
+        index = self._index
+        for category, weight in weights.items():
+            arm = index.get(category)
+            out[self._nearest(category, embeddings) if arm is None else arm] += weight
+        return out
+
     def shares(self, weights: Mapping[str, float], embeddings: CategoryEmbeddings) -> np.ndarray:
         """The user's interest share per arm (sums to 1; all zero without interests)."""
-        out = np.zeros(len(self.categories))
-        for category, weight in weights.items():
-            out[self.arm_of(category, embeddings)] += weight
+        out = np.asarray(self.totals(weights, embeddings))
         total = out.sum()
         return out / total if total > 0 else out
 
-    def share_map(
-        self, weights: Mapping[str, float], embeddings: CategoryEmbeddings
-    ) -> dict[int, float]:
-        """``shares`` as a sparse dict (arm -> share), in plain Python."""
-        out: dict[int, float] = {}
-        for category, weight in weights.items():
-            arm = self.arm_of(category, embeddings)
-            out[arm] = out.get(arm, 0.0) + weight
-        total = sum(out.values())
-        return {a: w / total for a, w in out.items()} if total > 0 else {}
-
-    def prior_mean_of(self, arm: int, shares: Mapping[int, float]) -> float:
-        """The population prior mean of one arm for sparse ``shares`` (``share_map``)."""
-        row = self._rows[arm]
-        z = row[0] + sum(row[j + 1] * s for j, s in shares.items())
+    def prior_mean_of(self, arm: int, totals: Sequence[float]) -> float:
+        """The population prior mean of one arm for a user's interest ``totals`` per arm
+        (``totals``; the shares are them over their sum)."""
+        total = sum(totals)
+        z = self._bias[arm] + (
+            sum(map(operator.mul, self._rows[arm], totals)) / total if total > 0 else 0.0
+        )
         return 1.0 / (1.0 + math.exp(-min(max(z, -30.0), 30.0)))
 
     def name(self, arm: int) -> str:

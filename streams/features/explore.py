@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -129,10 +129,34 @@ def _iso(ts: float) -> str:
     return text
 
 
+class EventRng:
+    """One generator, reseeded per event: a replayed event draws the same numbers.
+
+    The SFC64 state is the 256 bits of sha256("intentflow-explore/" + event id): setting a
+    state costs a microsecond where building a seeded generator costs ten.
+    """
+
+    __slots__ = ("_bits", "generator")
+
+    def __init__(self) -> None:
+        self._bits = np.random.SFC64(0)
+        self.generator = np.random.Generator(self._bits)
+
+    def seed(self, event_id: str) -> np.random.Generator:
+        """The generator, at the start of ``event_id``'s stream."""
+        digest = hashlib.sha256(b"intentflow-explore/" + event_id.encode("utf-8")).digest()
+        self._bits.state = {
+            "bit_generator": "SFC64",
+            "state": {"state": np.frombuffer(digest, dtype="<u8").copy()},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        return self.generator
+
+
 def event_rng(event_id: str) -> np.random.Generator:
-    """The generator of one event's draws: a replayed event draws the same numbers."""
-    seed = hashlib.sha256(b"intentflow-explore/" + event_id.encode("utf-8")).digest()[:8]
-    return np.random.Generator(np.random.SFC64(int.from_bytes(seed, "little")))
+    """A new generator at the start of ``event_id``'s stream (``EventRng.seed``'s numbers)."""
+    return EventRng().seed(event_id)
 
 
 def observe(
@@ -185,18 +209,22 @@ def posterior(
 
 
 class Explorer:
-    """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config."""
+    """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
+    Not thread-safe: it reuses one generator (``EventRng``)."""
 
-    __slots__ = ("arms", "config", "embeddings")
+    __slots__ = ("_arm_out", "_rng", "arms", "config", "embeddings")
 
     def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
         self.arms = arms
         self.embeddings = embeddings
         self.config = config
+        self._rng = EventRng()
+        # per arm, what every suggestion of it repeats: its name and first categories
+        self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
 
     def top_arms(self, weights: Mapping[str, float]) -> set[int]:
         """The arms of the user's ``exclude_top`` strongest interests."""
-        ranked = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
+        ranked = sorted(weights.items(), key=_strongest)[: self.config.exclude_top]
         return {self.arms.arm_of(c, self.embeddings) for c, _ in ranked}
 
     def apply(
@@ -212,10 +240,17 @@ class Explorer:
         """The state after one event (feedback, then a decision if a slot is free).
         ``weights`` are the user's interest weights after the event."""
         cfg = self.config
-        arm = self.arms.arm_of(category_id, self.embeddings) if category_id is not None else None
-        state, closed = observe(
-            state or ExploreState(ts), ts, arm, str(event_type) in ENGAGEMENTS, cfg
-        )
+        if state is None:
+            state = ExploreState(ts)
+        if state.open:
+            arm = (
+                self.arms.arm_of(category_id, self.embeddings) if category_id is not None else None
+            )  # fmt: skip
+            state, closed = observe(state, ts, arm, str(event_type) in ENGAGEMENTS, cfg)
+        else:
+            closed = ()
+        if len(state.open) >= cfg.slots:
+            return state, Decision((), closed, ()) if closed else _NOTHING
         state, opened, eligible = self.decide(state, event_id=event_id, ts=ts, weights=weights)
         return state, Decision(opened, closed, eligible)
 
@@ -227,61 +262,70 @@ class Explorer:
         free = cfg.slots - len(state.open)
         if free <= 0:
             return state, (), ()
+        arms = self.arms
         exclude = self.top_arms(weights) | {e.arm for e in state.open}
-        shares = self.arms.shares(weights, self.embeddings)
-        known = shares >= cfg.known_share
+        shares = arms.shares(weights, self.embeddings)
+        known = (shares >= cfg.known_share).tolist()
         for a, (successes, _) in state.counts.items():  # found by exploring: keep suggesting it
             if successes >= 0.5 and a < len(known):
                 known[a] = False
-        eligible = [a for a in range(len(self.arms)) if a not in exclude and not known[a]]
+        eligible = [a for a in range(len(arms)) if a not in exclude and not known[a]]
         if not eligible:
             return state, (), ()
         alpha, beta = posterior(
-            state, self.arms.prior_mean(shares), self.arms.prior_strength, decay(state, ts, cfg)
+            state, arms.prior_mean(shares), arms.prior_strength, decay(state, ts, cfg)
         )
-        rng = event_rng(event_id)
-        opened: list[Exposure] = []
-        first_eligible = tuple(eligible)
+        rng = self._rng.seed(event_id)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
+        n_all = len(eligible)
         idx = np.asarray(eligible)
-        mean = alpha[idx] / (alpha[idx] + beta[idx])
+        a_e, b_e = alpha[idx], beta[idx]
+        mean = (a_e / (a_e + b_e)).tolist()
+        share_e = shares[idx].tolist()
         # Exploit: the strongest known interest among the eligible (then the prior mean).
-        exploit_order = np.lexsort((-mean, -shares[idx])).tolist()
-        greedy_order = np.argsort(-mean, kind="stable").tolist()
+        exploit_order = sorted(range(n_all), key=lambda j: (-share_e[j], -mean[j], j))
+        greedy_order = sorted(range(n_all), key=lambda j: (-mean[j], j))
         draws = None
         if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
-            draws = rng.beta(alpha[idx], beta[idx], size=(cfg.propensity_draws + 1, len(idx)))
-        alive = np.ones(len(idx), dtype=bool)
-        for _ in range(min(free, len(idx))):
-            live = np.flatnonzero(alive)
+            draws = rng.beta(a_e, b_e, size=(cfg.propensity_draws + 1, n_all))
+        alive = [True] * n_all
+        opened: list[Exposure] = []
+        for _ in range(min(free, n_all)):
+            live = [j for j in range(n_all) if alive[j]]
             n = len(live)
-            u_floor, u_rate = rng.random(), rng.random()
+            u_floor, u_rate = rng.random(2).tolist()
             exploit = next(j for j in exploit_order if alive[j])
-            share: np.ndarray  # P(each position of idx) under the policy's own draw
             if draws is not None:
-                winners = np.argmax(np.where(alive, draws, -np.inf), axis=1)
-                policy_pick = int(winners[0])
-                share = np.bincount(winners, minlength=len(idx)) / len(winners)
+                winners = draws.argmax(axis=1).tolist()
+                policy_pick = winners[0]
+                share_j = winners.count  # P(position j) = the share of draws it wins
+                total = len(winners)
             elif cfg.policy == "greedy":
-                policy_pick = next(j for j in greedy_order if alive[j])
-                share = (np.arange(len(idx)) == policy_pick).astype(float)
+                policy_pick, share_j, total = next(j for j in greedy_order if alive[j]), None, 1
             elif cfg.policy == "random":
-                policy_pick = int(live[int(rng.integers(n))])
-                share = alive / n
+                policy_pick, share_j, total = live[int(rng.integers(n))], None, n
             else:
-                policy_pick, share = exploit, (np.arange(len(idx)) == exploit).astype(float)
+                policy_pick, share_j, total = exploit, None, 1
             if u_floor < cfg.floor:
-                j, draw = int(live[int(rng.integers(n))]), DRAW_FLOOR
+                j, draw = live[int(rng.integers(n))], DRAW_FLOOR
             elif u_rate < rate:
                 j, draw = policy_pick, DRAW_POLICY
             else:
                 j, draw = exploit, DRAW_EXPLOIT
+            if share_j is not None:
+                p_policy = share_j(j) / total
+            elif cfg.policy == "random":
+                p_policy = 1.0 / n
+            else:
+                p_policy = float(j == policy_pick)
             propensity = cfg.floor / n + (1.0 - cfg.floor) * (
-                rate * float(share[j]) + (1.0 - rate) * float(j == exploit)
+                rate * p_policy + (1.0 - rate) * float(j == exploit)
             )
-            opened.append(Exposure(int(idx[j]), ts, _f32(propensity), draw))
+            opened.append(Exposure(eligible[j], ts, _f32(propensity), draw))
             alive[j] = False
-        return replace(state, open=state.open + tuple(opened)), tuple(opened), first_eligible
+            if draws is not None:
+                draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
+        return replace(state, open=state.open + tuple(opened)), tuple(opened), tuple(eligible)
 
     def _draw_label(self, draw: int) -> str:
         if draw == DRAW_EXPLOIT:
@@ -296,18 +340,22 @@ class Explorer:
         weights: Mapping[str, float],
         ts: float,
         max_categories: int = 5,
+        tops: Sequence[tuple[str, float]] | None = None,
     ) -> list[dict[str, Any]]:
         """The user's open suggestions as of ``ts`` (the profile's clock), as the score's
-        ``exploration.suggestions``."""
+        ``exploration.suggestions``. ``tops``: the user's strongest interests, strongest first
+        (``features.top_categories``), when the caller has them; at least ``exclude_top``."""
         if state is None or not state.open:
             return []
-        arms, embeddings = self.arms, self.embeddings
+        arms, embeddings, cfg = self.arms, self.embeddings, self.config
         # Runs for every score: plain Python over the few open arms (numpy's per-call overhead
         # is larger than the work at these sizes).
-        shares = arms.share_map(weights, embeddings)
-        factor = decay(state, ts, self.config)
+        totals = arms.totals(weights, embeddings)
+        factor = decay(state, ts, cfg)
         strength = arms.prior_strength
-        tops = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[: self.config.exclude_top]
+        if tops is None or len(tops) < min(cfg.exclude_top, len(weights)):
+            tops = sorted(weights.items(), key=_strongest)
+        tops = tops[: cfg.exclude_top]
         out = []
         for exp in state.open:
             a = exp.arm
@@ -317,12 +365,13 @@ class Explorer:
                 if sim >= best:
                     similar, best = category, sim
             s, n = state.counts.get(a, (0.0, 0.0))
-            m = arms.prior_mean_of(a, shares)
+            m = arms.prior_mean_of(a, totals)
             alpha, beta = strength * m + s * factor, strength * (1.0 - m) + n * factor
+            name, categories = self._arm_static(a, max_categories)
             out.append(
                 {
-                    "cluster": arms.name(a),
-                    "categories": arms.categories[a][:max_categories],
+                    "cluster": name,
+                    "categories": categories,
                     "draw": self._draw_label(exp.draw),
                     "posterior_mean": alpha / (alpha + beta),
                     "posterior_strength": alpha + beta,
@@ -333,6 +382,22 @@ class Explorer:
                 }
             )
         return out
+
+    def _arm_static(self, arm: int, max_categories: int) -> tuple[str, tuple[str, ...]]:
+        key = (arm, max_categories)
+        found = self._arm_out.get(key)
+        if found is None:
+            found = self._arm_out[key] = (
+                self.arms.name(arm), self.arms.categories[arm][:max_categories]
+            )  # fmt: skip
+        return found
+
+
+def _strongest(item: tuple[str, float]) -> tuple[float, str]:
+    return (-item[1], item[0])
+
+
+_NOTHING: Final = Decision()
 
 
 # The profile's trailing exploration section, little endian: clock f64, counts (u8 arm, f32

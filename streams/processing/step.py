@@ -356,7 +356,7 @@ def score(
             value = encode_fields(fields) if "1" in versions else None
             reasons_j = explained.reasons(j) if explained else None
             value_v2 = (
-                encode_fields_v2(fields, reasons_j, exploration(explorer, row.profile))
+                encode_fields_v2(fields, reasons_j, exploration(explorer, row.profile, tops[j]))
                 if "2" in versions else None
             )  # fmt: skip
         except Exception as exc:
@@ -403,9 +403,14 @@ def run_step(
     )  # fmt: skip
 
 
-def exploration(explorer: Explorer | None, profile: features.Profile) -> dict[str, Any] | None:
+def exploration(
+    explorer: Explorer | None,
+    profile: features.Profile,
+    tops: Sequence[tuple[str, float]] | None = None,
+) -> dict[str, Any] | None:
     """A v2 score's ``exploration`` object: the policy, its knobs and the user's open
-    suggestions; None when exploration is off."""
+    suggestions; None when exploration is off. ``tops``: the user's strongest interests
+    (``features.top_categories``), when the caller has them."""
     if explorer is None:
         return None
     cfg = explorer.config
@@ -413,5 +418,7 @@ def exploration(explorer: Explorer | None, profile: features.Profile) -> dict[st
         "policy": cfg.policy,
         "rate": cfg.rate,
         "floor": cfg.floor,
-        "suggestions": explorer.suggestions(profile.explore, profile.weights, profile.clock),
+        "suggestions": explorer.suggestions(
+            profile.explore, profile.weights, profile.clock, tops=tops
+        ),
     }
