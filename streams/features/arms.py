@@ -30,8 +30,8 @@ class Arms:
     """The arms of a bundle: each arm's categories and centroid, and the population prior."""
 
     __slots__ = (
-        "_bias", "_cache", "_index", "_labels", "_rows", "_sims", "categories", "centroids",
-        "prior_strength", "prior_weights",
+        "_bias", "_cache", "_index", "_labels", "_rows", "_sims", "_w0", "_w1", "categories",
+        "centroids", "prior_strength", "prior_weights",
     )  # fmt: skip
 
     def __init__(
@@ -64,7 +64,9 @@ class Arms:
         self._index = {c: a for a, cats in enumerate(self.categories) for c in cats}
         self._cache: dict[str, int] = {}
         # Per score, plain Python beats numpy on vectors this small (see ``prior_mean_of``).
-        self._bias: list[float] = prior_weights[:, 0].tolist()
+        self._w0 = np.ascontiguousarray(prior_weights[:, 0])
+        self._w1 = np.ascontiguousarray(prior_weights[:, 1:])
+        self._bias: list[float] = self._w0.tolist()
         self._rows: list[list[float]] = prior_weights[:, 1:].tolist()
         self._labels = [self.label(a) for a in range(k)]
         self._sims: dict[str, list[float]] = {}
@@ -134,10 +136,13 @@ class Arms:
             self._sims[category_id] = sims
         return sims[arm]
 
-    def prior_mean(self, shares: np.ndarray) -> np.ndarray:
-        """The population prior mean of every arm for a user with these shares, in (0, 1)."""
-        z = self.prior_weights[:, 0] + self.prior_weights[:, 1:] @ shares
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    def prior_mean(self, shares: np.ndarray, arms: np.ndarray | None = None) -> np.ndarray:
+        """The population prior mean of every arm (or of ``arms``, an index array) for a user
+        with these shares, in (0, 1)."""
+        z = self._w0 + self._w1 @ shares
+        if arms is not None:
+            z = z[arms]
+        return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -30.0), 30.0)))
 
     def save(self, path: Path) -> None:
         """Write an ``.npz`` (atomically) that ``load`` reads back."""

@@ -32,7 +32,7 @@ import hashlib
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -194,20 +194,6 @@ def decay(state: ExploreState, ts: float, config: ExploreConfig) -> float:
     return 0.5 ** ((ts - state.clock) / config.half_life_s) if ts > state.clock else 1.0
 
 
-def posterior(
-    state: ExploreState, prior_mean: np.ndarray, strength: float, factor: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Beta(alpha, beta) of every arm: the population prior plus the user's counts, decayed
-    by ``factor`` (``decay`` to the time of reading)."""
-    alpha = strength * prior_mean
-    beta = strength * (1.0 - prior_mean)
-    for a, (s, n) in state.counts.items():
-        if a < len(alpha):
-            alpha[a] += s * factor
-            beta[a] += n * factor
-    return alpha, beta
-
-
 class Explorer:
     """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
     Not thread-safe: it reuses one generator (``EventRng``)."""
@@ -257,55 +243,76 @@ class Explorer:
     def decide(
         self, state: ExploreState, *, event_id: str, ts: float, weights: Mapping[str, float]
     ) -> tuple[ExploreState, tuple[Exposure, ...], tuple[int, ...]]:
-        """Fill the free slots: (the new state, the exposures opened, the arms eligible)."""
+        """Fill the free slots: (the new state, the exposures opened, the arms eligible).
+
+        Runs on a sizeable share of events (every free slot), so it stays in plain Python
+        over lists where numpy's per-call overhead would exceed the work, and keeps numpy for
+        the prior (a matrix product) and the posterior draws."""
         cfg = self.config
         free = cfg.slots - len(state.open)
         if free <= 0:
             return state, (), ()
-        arms = self.arms
-        exclude = self.top_arms(weights) | {e.arm for e in state.open}
-        shares = arms.shares(weights, self.embeddings)
-        known = (shares >= cfg.known_share).tolist()
-        for a, (successes, _) in state.counts.items():  # found by exploring: keep suggesting it
-            if successes >= 0.5 and a < len(known):
-                known[a] = False
-        eligible = [a for a in range(len(arms)) if a not in exclude and not known[a]]
+        arms, embeddings = self.arms, self.embeddings
+        shares = arms.shares(weights, embeddings)
+        exclude = {
+            arms.arm_of(c, embeddings)
+            for c, _ in sorted(weights.items(), key=_strongest)[: cfg.exclude_top]
+        }
+        exclude.update(e.arm for e in state.open)
+        found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
+        known_share = cfg.known_share
+        eligible = [
+            a
+            for a, share in enumerate(shares.tolist())
+            if a not in exclude and (share < known_share or a in found)
+        ]
         if not eligible:
             return state, (), ()
-        alpha, beta = posterior(
-            state, arms.prior_mean(shares), arms.prior_strength, decay(state, ts, cfg)
-        )
-        rng = self._rng.seed(event_id)
-        rate = 0.0 if cfg.policy == "exploit" else cfg.rate
         n_all = len(eligible)
         idx = np.asarray(eligible)
-        a_e, b_e = alpha[idx], beta[idx]
-        mean = (a_e / (a_e + b_e)).tolist()
-        share_e = shares[idx].tolist()
-        # Exploit: the strongest known interest among the eligible (then the prior mean).
-        exploit_order = sorted(range(n_all), key=lambda j: (-share_e[j], -mean[j], j))
-        greedy_order = sorted(range(n_all), key=lambda j: (-mean[j], j))
+        # The posterior of the eligible arms: the population prior plus the decayed counts.
+        strength = arms.prior_strength
+        prior = arms.prior_mean(shares, idx)
+        alpha, beta = strength * prior, strength * (1.0 - prior)
+        if state.counts:
+            factor = decay(state, ts, cfg)
+            position = {a: i for i, a in enumerate(eligible)}
+            for a, (s, n) in state.counts.items():
+                i = position.get(a)
+                if i is not None:
+                    alpha[i] += s * factor
+                    beta[i] += n * factor
+        rng = self._rng.seed(event_id)
+        rate = 0.0 if cfg.policy == "exploit" else cfg.rate
+        mean = (alpha / (alpha + beta)).tolist()
+        # Exploit: the strongest known interest among the eligible (then the prior mean); only
+        # needed when it can be drawn (a rate below 1) or is the policy.
+        exploit_order = (
+            [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
+                shares[idx].tolist(), mean, strict=True))])]
+            if rate < 1.0 else []
+        )  # fmt: skip
         draws = None
         if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
-            draws = rng.beta(a_e, b_e, size=(cfg.propensity_draws + 1, n_all))
+            draws = rng.beta(alpha, beta, size=(cfg.propensity_draws + 1, n_all))
         alive = [True] * n_all
         opened: list[Exposure] = []
         for _ in range(min(free, n_all)):
             live = [j for j in range(n_all) if alive[j]]
             n = len(live)
             u_floor, u_rate = rng.random(2).tolist()
-            exploit = next(j for j in exploit_order if alive[j])
+            exploit = next((j for j in exploit_order if alive[j]), -1)  # -1: not needed
+            share_j = None
             if draws is not None:
                 winners = draws.argmax(axis=1).tolist()
                 policy_pick = winners[0]
                 share_j = winners.count  # P(position j) = the share of draws it wins
-                total = len(winners)
             elif cfg.policy == "greedy":
-                policy_pick, share_j, total = next(j for j in greedy_order if alive[j]), None, 1
+                policy_pick = min(live, key=lambda j: (-mean[j], j))
             elif cfg.policy == "random":
-                policy_pick, share_j, total = live[int(rng.integers(n))], None, n
+                policy_pick = live[int(rng.integers(n))]
             else:
-                policy_pick, share_j, total = exploit, None, 1
+                policy_pick = exploit
             if u_floor < cfg.floor:
                 j, draw = live[int(rng.integers(n))], DRAW_FLOOR
             elif u_rate < rate:
@@ -313,7 +320,7 @@ class Explorer:
             else:
                 j, draw = exploit, DRAW_EXPLOIT
             if share_j is not None:
-                p_policy = share_j(j) / total
+                p_policy = share_j(j) / (cfg.propensity_draws + 1)
             elif cfg.policy == "random":
                 p_policy = 1.0 / n
             else:
@@ -325,7 +332,8 @@ class Explorer:
             alive[j] = False
             if draws is not None:
                 draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
-        return replace(state, open=state.open + tuple(opened)), tuple(opened), tuple(eligible)
+        new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
+        return new, tuple(opened), tuple(eligible)
 
     def _draw_label(self, draw: int) -> str:
         if draw == DRAW_EXPLOIT:
