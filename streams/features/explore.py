@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -208,11 +209,6 @@ class Explorer:
         # per arm, what every suggestion of it repeats: its name and first categories
         self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
 
-    def top_arms(self, weights: Mapping[str, float]) -> set[int]:
-        """The arms of the user's ``exclude_top`` strongest interests."""
-        ranked = sorted(weights.items(), key=_strongest)[: self.config.exclude_top]
-        return {self.arms.arm_of(c, self.embeddings) for c, _ in ranked}
-
     def apply(
         self,
         state: ExploreState | None,
@@ -254,10 +250,7 @@ class Explorer:
             return state, (), ()
         arms, embeddings = self.arms, self.embeddings
         shares = arms.shares(weights, embeddings)
-        exclude = {
-            arms.arm_of(c, embeddings)
-            for c, _ in sorted(weights.items(), key=_strongest)[: cfg.exclude_top]
-        }
+        exclude = {arms.arm_of(c, embeddings) for c in _strongest(weights, cfg.exclude_top)}
         exclude.update(e.arm for e in state.open)
         found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
         known_share = cfg.known_share
@@ -362,13 +355,14 @@ class Explorer:
         factor = decay(state, ts, cfg)
         strength = arms.prior_strength
         if tops is None or len(tops) < min(cfg.exclude_top, len(weights)):
-            tops = sorted(weights.items(), key=_strongest)
-        tops = tops[: cfg.exclude_top]
+            top_ids = _strongest(weights, cfg.exclude_top)
+        else:
+            top_ids = [c for c, _ in tops[: cfg.exclude_top]]
         out = []
         for exp in state.open:
             a = exp.arm
             similar, best = None, SIMILAR_MIN
-            for category, _ in tops:
+            for category in top_ids:
                 sim = arms.similarity(category, a, embeddings)
                 if sim >= best:
                     similar, best = category, sim
@@ -401,8 +395,11 @@ class Explorer:
         return found
 
 
-def _strongest(item: tuple[str, float]) -> tuple[float, str]:
-    return (-item[1], item[0])
+def _strongest(weights: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` categories of the largest weights, ties by id (``features.top_categories``'s
+    order), sorted as (-weight, id) pairs with no Python key function."""
+    ranked = sorted(zip(map(operator.neg, weights.values()), weights.keys(), strict=True))
+    return [c for _, c in ranked[:k]]
 
 
 _NOTHING: Final = Decision()

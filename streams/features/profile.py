@@ -9,6 +9,7 @@ backwards; its own contribution is decayed to the clock instead.
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -139,12 +140,13 @@ def _decay(age_s: float, half_life_s: float) -> float:
 
 def _top_k(weights: dict, k: int) -> None:
     """Drop negligible entries, then evict the weakest until at most ``k`` remain (in place)."""
-    for key in [key for key, w in weights.items() if w < MIN_WEIGHT]:
-        del weights[key]
+    if weights and min(weights.values()) < MIN_WEIGHT:
+        for key in [key for key, w in weights.items() if w < MIN_WEIGHT]:
+            del weights[key]
     while len(weights) > k:
-        # Weakest first; ties broken by key so eviction is deterministic.
-        weakest = min(weights.items(), key=lambda kv: (kv[1], str(kv[0])))[0]
-        del weights[weakest]
+        # Weakest first; ties broken by key (as text) so eviction is deterministic.
+        low = min(weights.values())
+        del weights[min((key for key, w in weights.items() if w == low), key=str)]
 
 
 def update(profile: Profile | None, event: EventLike) -> Profile:
@@ -335,5 +337,8 @@ def top_categories(profile: Profile, k: int) -> list[tuple[str, float]]:
     total = sum(profile.weights.values())
     if k <= 0 or total <= 0:
         return []
-    ranked = sorted(profile.weights.items(), key=lambda cw: (-cw[1], cw[0]))[:k]
-    return [(c, min(1.0, w / total)) for c, w in ranked]
+    # Strongest first, ties by category id: sorting (-weight, id) pairs, with no Python key
+    # function (this runs for every score).
+    weights = profile.weights
+    ranked = sorted(zip(map(operator.neg, weights.values()), weights.keys(), strict=True))[:k]
+    return [(c, min(1.0, -negative / total)) for negative, c in ranked]
