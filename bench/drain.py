@@ -325,7 +325,8 @@ def drain_once(
     """One timed drain of the whole input topic by ``system``."""
     tag = unique(f"{re.sub(r'[^A-Za-z0-9_-]+', '_', system)[:60]}-r{rep}")
     output = f"out-{tag}"
-    kafkautil.create_topics(setup.bootstrap, [output], config=kafkautil.APPEND_TIME)
+    # purchase-scores.v2 goes to OUTPUT.v2 (the worker's derived name, and the Quix job's)
+    kafkautil.create_topics(setup.bootstrap, [output, f"{output}.v2"], config=kafkautil.APPEND_TIME)
     running = launch(setup, system, output, tag)
     timeout = max(180.0, setup.events / 300.0)
     try:

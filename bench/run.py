@@ -36,6 +36,7 @@ from bench import (
 )
 from bench.config import Config
 from bench.procs import REPO_ROOT, child_env, module_command
+from model_export.explore_prior import DEFAULT_ARMS
 from streams.devtools.kafka_security import settings_env
 from streams.devtools.localkafka import LocalKafka, free_port
 
@@ -119,7 +120,8 @@ def pick_bundle(home: Path) -> tuple[Path, str]:
         return snapshot, f"trained bundle models/current -> {current.resolve().name} (a copy)"
     from tests.bundles import make_explained_bundle
 
-    arms = int(os.environ.get("BENCH_ARMS", "0"))  # exploration arms (issue 11); 0: none
+    # Exploration arms: as many as training fits (the worker explores by default); 0: none.
+    arms = int(os.environ.get("BENCH_ARMS", str(DEFAULT_ARMS)))
     path = make_explained_bundle(home / "bundle", "bench-logistic", seed=0, arms=arms)
     return path, (
         "tests/bundles.make_explained_bundle (no models/current): logistic regression, ONNX, "

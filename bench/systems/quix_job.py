@@ -1,5 +1,7 @@
 """The worker's job in Quix Streams 3.x: a stateful ``StreamingDataFrame``.
 
+The job is the worker's default one (``CONFIG``: purchase-scores v1 on ``--output`` and v2,
+with reasons and exploration suggestions, on ``--output-v2``), so both systems do the same work.
 Per message, in a ``stateful=True`` apply (Quix keeps one state per message key, in RocksDB with a
 changelog topic, like the worker's Faust table): the worker's own step applies the record
 (``streams.processing.step.apply_batch`` with the message's state as the profile lookup) and the
@@ -32,12 +34,22 @@ from quixstreams.utils.json import dumps as json_dumps
 from quixstreams.utils.json import loads as json_loads
 
 from bench.kafkautil import rdkafka
+from streams.features.explore import ExploreConfig, Explorer
 from streams.model.bundle import ModelBundle, load_bundle
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
-from streams.processing.step import Record, Row, StepConfig, apply_batch, score
+from streams.processing.step import (
+    Record,
+    Row,
+    Scored,
+    StepConfig,
+    apply_batch,
+    explorer_for,
+    score,
+)
 
 PROFILE = "profile"
-CONFIG = StepConfig()
+# The worker's default job (the defaults of streams.settings; a unit test holds them together).
+CONFIG = StepConfig(score_versions=frozenset({"1", "2"}), explain=True, explore=ExploreConfig())
 
 
 def _dumps(value: Any) -> bytes:
@@ -61,46 +73,74 @@ class StateProfiles:
         return decode_stored(raw) if raw else None
 
 
-def apply_event(value: bytes, key: Any, timestamp: int, headers: Any, state: State) -> Row | None:
-    """Apply one record with the worker's step; the scored row, or None if rejected."""
-    ctx = message_context()
-    record = Record(ctx.topic, ctx.partition, ctx.offset, key, value, time.time(), timestamp / 1000)
-    applied = apply_batch([record], StateProfiles(state), CONFIG)
-    for stored, _ in applied.profiles.values():
-        state.set(PROFILE, encode_stored(stored))
-    return applied.rows[0] if applied.rows else None
+class Job:
+    """The worker's step for one bundle: apply per message, score per chunk."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.explorer: Explorer | None = explorer_for(bundle, CONFIG)
+
+    def apply_event(
+        self, value: bytes, key: Any, timestamp: int, headers: Any, state: State
+    ) -> Row | None:
+        """Apply one record with the worker's step; the scored row, or None if rejected."""
+        ctx = message_context()
+        record = Record(
+            ctx.topic, ctx.partition, ctx.offset, key, value, time.time(), timestamp / 1000
+        )
+        applied = apply_batch([record], StateProfiles(state), CONFIG, self.explorer)
+        for stored, _ in applied.profiles.values():
+            state.set(PROFILE, encode_stored(stored))
+        return applied.rows[0] if applied.rows else None
+
+    def score(self, rows: list[Row]) -> Scored:
+        """The worker's scoring of rows: v1 and v2 records, reasons, exploration suggestions."""
+        return score(
+            rows, self.bundle, top_k=CONFIG.top_k, versions=CONFIG.score_versions,
+            explain=CONFIG.explain, explorer=self.explorer,
+        )  # fmt: skip
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer(
+        rdkafka(
+            bootstrap,
+            **{
+                "acks": "all",
+                "linger.ms": 2,
+                "batch.size": 262_144,
+                "partitioner": "murmur2_random",
+            },
+        )
+    )
+
+
+def produce(producer: Producer, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.01)
 
 
 class ScoringSink(BatchingSink):
-    """Scores a checkpoint's rows in chunks and produces purchase-scores.v1."""
+    """Scores a checkpoint's rows in chunks and produces purchase-scores v1 and v2."""
 
-    def __init__(self, bundle: ModelBundle, bootstrap: str, topic: str, batch_max: int) -> None:
+    def __init__(self, job: Job, bootstrap: str, topic: str, topic_v2: str, batch_max: int) -> None:
         super().__init__()
-        self.bundle = bundle
+        self.job = job
         self.topic = topic
+        self.topic_v2 = topic_v2
         self.batch_max = batch_max
-        self.producer = Producer(
-            rdkafka(
-                bootstrap,
-                **{
-                    "acks": "all",
-                    "linger.ms": 2,
-                    "batch.size": 262_144,
-                    "partitioner": "murmur2_random",
-                },
-            )
-        )
+        self.producer = producer(bootstrap)
 
     def write(self, batch: SinkBatch) -> None:
         for chunk in batch.iter_chunks(self.batch_max):
-            scored = score([item.value for item in chunk], self.bundle, top_k=5)
-            for key, value in scored.records:
-                while True:
-                    try:
-                        self.producer.produce(self.topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.01)
+            scored = self.job.score([item.value for item in chunk])
+            produce(self.producer, self.topic, scored.records)
+            produce(self.producer, self.topic_v2, scored.records_v2)
             self.producer.poll(0)
         if self.producer.flush(60):
             raise RuntimeError("scores were not delivered within 60 s")
@@ -111,6 +151,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--output-v2", help="purchase-scores.v2 topic (default: OUTPUT.v2)")
     parser.add_argument("--group", required=True)
     parser.add_argument("--bundle", required=True, type=Path)
     parser.add_argument("--state-dir", required=True, type=Path)
@@ -119,7 +160,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    bundle = load_bundle(args.bundle, threads=1)
+    job = Job(load_bundle(args.bundle, threads=1))
+    output_v2 = args.output_v2 or f"{args.output}.v2"
     app = Application(
         # the INTENTFLOW_KAFKA_* connection (security, SASL, TLS), as every bench client
         broker_address=ConnectionConfig.from_librdkafka_dict(rdkafka(args.bootstrap)),
@@ -137,16 +179,20 @@ def main() -> None:
         args.input, key_deserializer="bytes", value_deserializer="bytes", config=config
     )
     sdf = app.dataframe(events)
-    sdf = sdf.apply(apply_event, stateful=True, metadata=True).filter(lambda v: v is not None)
+    sdf = sdf.apply(job.apply_event, stateful=True, metadata=True).filter(lambda v: v is not None)
     if args.mode == "batched":
-        sdf.sink(ScoringSink(bundle, args.bootstrap, args.output, args.batch_max))
+        sdf.sink(ScoringSink(job, args.bootstrap, args.output, output_v2, args.batch_max))
     else:
         scores = app.topic(
             args.output, key_serializer="bytes", value_serializer="bytes", config=config
         )
+        side = producer(args.bootstrap)  # the v2 record beside the v1 one to_topic produces
 
         def score_one(row: Row) -> bytes:
-            ((_, payload),) = score([row], bundle, top_k=5).records
+            scored = job.score([row])
+            produce(side, output_v2, scored.records_v2)
+            side.poll(0)
+            ((_, payload),) = scored.records
             return payload
 
         sdf = sdf.apply(score_one)

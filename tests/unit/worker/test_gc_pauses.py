@@ -7,14 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.worker.gc_pauses import GcPauses, freeze_startup_heap
+from streams.worker.gc_pauses import YOUNG_THRESHOLD, GcPauses, freeze_startup_heap
 from streams.worker.metrics import Metrics
 
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def _count(metrics: Metrics, generation: str) -> float:
@@ -51,3 +53,13 @@ def test_the_frozen_start_up_heap_is_not_walked_again(unfrozen: None) -> None:
     # A full pass now walks only what was made since: far fewer objects than were frozen.
     assert len(gc.get_objects()) < frozen // 2
     del survivors
+
+
+def test_young_collections_wait_for_more_allocations_once_up(unfrozen: None) -> None:
+    _, middle, old = gc.get_threshold()
+    freeze_startup_heap()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old)
+    young = gc.get_stats()[0]["collections"]
+    batch = [{"row": i} for i in range(YOUNG_THRESHOLD // 2)]  # fewer than the threshold
+    assert gc.get_stats()[0]["collections"] == young
+    del batch
