@@ -19,6 +19,7 @@ import numpy as np
 from streams.errors import DataError
 
 EMBEDDING_DIM = 16
+MAX_FALLBACKS = 100_000  # hashed vectors of unknown categories kept per table
 EMBEDDINGS_FORMAT_VERSION = 1
 
 
@@ -41,7 +42,7 @@ def hashed_vector(category_id: str, dim: int = EMBEDDING_DIM) -> np.ndarray:
 class CategoryEmbeddings:
     """Category ids and a float32 matrix ``(n, EMBEDDING_DIM)``, with a hashed fallback."""
 
-    __slots__ = ("_fallback", "_index", "ids", "matrix")
+    __slots__ = ("_index", "_rows", "_table", "_used", "ids", "matrix")
 
     def __init__(self, ids: Sequence[str], matrix: np.ndarray) -> None:
         matrix = np.asarray(matrix, dtype=np.float32)
@@ -57,7 +58,30 @@ class CategoryEmbeddings:
             raise ValueError("embedding ids are not unique")
         self.matrix = matrix.copy()
         self.matrix.setflags(write=False)
-        self._fallback: dict[str, np.ndarray] = {}
+        # Every vector handed out, in one table: the learned rows, then the hashed fallbacks of
+        # the unknown categories met so far (``_rows``: category -> row), so ``vectors`` is one
+        # gather, with no Python per unknown category.
+        self._reset_fallbacks()
+
+    def _reset_fallbacks(self) -> None:
+        self._rows: dict[str, int] = dict(self._index)
+        self._table = np.empty((max(2 * len(self.ids), 1024), EMBEDDING_DIM), dtype=np.float32)
+        self._table[: len(self.ids)] = self.matrix
+        self._used = len(self.ids)
+
+    def _fallback_row(self, category_id: str) -> int:
+        """The table row of an unknown category's hashed vector (added the first time)."""
+        if self._used - len(self.ids) >= MAX_FALLBACKS:  # bound it for long-running workers
+            self._reset_fallbacks()
+        if self._used == len(self._table):
+            grown = np.empty((2 * len(self._table), EMBEDDING_DIM), dtype=np.float32)
+            grown[: self._used] = self._table[: self._used]
+            self._table = grown
+        row = self._used
+        self._table[row] = hashed_vector(category_id)
+        self._rows[category_id] = row
+        self._used += 1
+        return row
 
     @classmethod
     def empty(cls) -> CategoryEmbeddings:
@@ -72,31 +96,39 @@ class CategoryEmbeddings:
 
     def vector(self, category_id: str) -> np.ndarray:
         """The vector of one category (learned, or the hashed fallback). Read-only float32."""
-        row = self._index.get(category_id)
-        if row is not None:
-            return self.matrix[row]
-        vec = self._fallback.get(category_id)
-        if vec is None:
-            if len(self._fallback) > 100_000:  # bound the cache for long-running workers
-                self._fallback.clear()
-            vec = hashed_vector(category_id)
-            vec.setflags(write=False)
-            self._fallback[category_id] = vec
+        row = self._rows.get(category_id)
+        if row is None:
+            row = self._fallback_row(category_id)
+        vec = self._table[row]  # a view: a row, once written, never changes
+        vec.setflags(write=False)
         return vec
+
+    def _lookup(self, category_ids: Sequence[str]) -> np.ndarray:
+        get = self._rows.get
+        return np.fromiter(
+            (get(cid, -1) for cid in category_ids), dtype=np.intp, count=len(category_ids)
+        )
 
     def vectors(self, category_ids: Sequence[str]) -> np.ndarray:
         """Vectors of many categories, float32 ``(len(category_ids), EMBEDDING_DIM)``."""
-        index = self._index
-        rows = np.fromiter(
-            (index.get(cid, -1) for cid in category_ids), dtype=np.intp, count=len(category_ids)
-        )
-        out = self.matrix[np.maximum(rows, 0)] if len(self.ids) else None
-        if out is None:
-            out = np.empty((len(category_ids), EMBEDDING_DIM), dtype=np.float32)
-            rows[:] = -1
-        for i in np.flatnonzero(rows < 0).tolist():  # unknown: the hashed fallback
-            out[i] = self.vector(category_ids[i])
-        return out
+        rows = self._lookup(category_ids)
+        missing = np.flatnonzero(rows < 0).tolist()
+        if not missing:
+            return self._table[rows]
+        if self._used - len(self.ids) + len(missing) > MAX_FALLBACKS:
+            self._reset_fallbacks()
+            rows = self._lookup(category_ids)
+            missing = np.flatnonzero(rows < 0).tolist()
+        if len(missing) > MAX_FALLBACKS:  # more unknown categories in one call than are kept
+            out = self._table[np.maximum(rows, 0)]
+            for i in missing:
+                out[i] = hashed_vector(category_ids[i])
+            return out
+        for i in missing:
+            cid = category_ids[i]
+            row = self._rows.get(cid)  # an unknown category seen earlier in this call
+            rows[i] = row if row is not None else self._fallback_row(cid)
+        return self._table[rows]
 
     def save(self, path: Path) -> None:
         """Write an ``.npz`` (ids, matrix, format version), atomically."""
