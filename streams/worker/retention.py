@@ -80,9 +80,12 @@ class RetentionSweep:
             key = it.key()
             pseudonym = key.decode()
             held = (partition, pseudonym)
-            cached = cache.dirty.get(held) or cache.clean.get(held)
+            known, cached = cache.latest(held)  # newer than RocksDB's copy, if held here
             try:
-                clock = cached.profile.clock if cached is not None else stored_clock(it.value())
+                if known:  # (None: erased, the tombstone not yet written)
+                    clock = cached.profile.clock if cached is not None else None
+                else:
+                    clock = stored_clock(it.value())
             except ProfileDecodeError:
                 clock = None  # left to the worker version that knows it
             limit = cutoff if key_id_of(pseudonym) == active else retired_cutoff

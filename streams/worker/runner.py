@@ -12,6 +12,12 @@ the scores and dead letters at once. About once a second it checkpoints, in one 
 3. one RocksDB write batch per partition;
 4. the input offsets committed.
 
+Only taking the checkpoint's snapshot (what is pending, the changed profiles, encoded) stalls
+the input loop. The four steps wait on the broker, so they run as a task while the next
+fetches apply (``BatchRunner._checkpoint``): one at a time and in order, the profiles they
+write pinned in the cache until RocksDB has them, a failure raised at the next fetch (nothing
+of that snapshot or later is committed), and a revocation or a stop waiting for them.
+
 A crash anywhere replays from the last commit. Each stored profile carries the position of
 the last event applied to it (``streams.processing.envelope``), so the replay skips what the
 profiles already hold, and they end equal to those of an uninterrupted run. The model to read
@@ -59,6 +65,9 @@ class ProfileCache:
         self.clean: OrderedDict[tuple[int, str], StoredProfile] = OrderedDict()
         self.dirty: dict[tuple[int, str], StoredProfile] = {}
         self.tombstones: set[tuple[int, str]] = set()  # (partition, pseudonym) to delete
+        # Writes a checkpoint has taken but not yet put into RocksDB (None: a tombstone): until
+        # they are there, they are the user's latest state, whatever the LRU evicts.
+        self.pinned: dict[tuple[int, str], StoredProfile | None] = {}
         self.hits = self.misses = self.moved = 0
 
     def get(self, partition: int, user_id: str, /) -> StoredProfile | None:
@@ -71,6 +80,13 @@ class ProfileCache:
         if found is not None:
             self.clean.move_to_end(key)
             self.hits += 1
+            return found
+        if key in self.tombstones:  # erased since the last checkpoint: starts afresh
+            return None
+        if key in self.pinned:  # on its way to RocksDB
+            found = self.pinned[key]
+            if found is not None:
+                self._remember(key, found)
             return found
         self.misses += 1
         db = faust_compat.partition_db(self._table, partition)
@@ -101,7 +117,8 @@ class ProfileCache:
         key = (partition, pseudonym)
         held = self.dirty.pop(key, None) is not None
         held = self.clean.pop(key, None) is not None or held
-        if not held:
+        held = self.pinned.get(key) is not None or held
+        if not held and key not in self.pinned:  # a pinned tombstone: already erased
             db = faust_compat.partition_db(self._table, partition)
             held = db.get(pseudonym.encode()) is not None
         self.tombstones.add(key)
@@ -119,9 +136,30 @@ class ProfileCache:
         self.tombstones = set()
         return writes
 
+    def latest(self, key: tuple[int, str]) -> tuple[bool, StoredProfile | None]:
+        """(held here, the profile) for a key, without reading RocksDB: (True, None) when it
+        is erased but not yet written."""
+        found = self.dirty.get(key) or self.clean.get(key)
+        if found is not None:
+            return True, found
+        if key in self.tombstones:
+            return True, None
+        if key in self.pinned:
+            return True, self.pinned[key]
+        return False, None
+
+    def pin(self, writes: Mapping[tuple[int, str], StoredProfile | None]) -> None:
+        """Hold a checkpoint's writes until RocksDB has them (``unpin``)."""
+        self.pinned.update(writes)
+
+    def unpin(self, writes: Mapping[tuple[int, str], StoredProfile | None]) -> None:
+        for key, stored in writes.items():
+            if key in self.pinned and self.pinned[key] is stored:
+                del self.pinned[key]
+
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget partitions this worker no longer owns (changed entries included)."""
-        for store in (self.clean, self.dirty):
+        for store in (self.clean, self.dirty, self.pinned):
             for key in [k for k in store if k[0] in partitions]:
                 del store[key]
         self.tombstones = {k for k in self.tombstones if k[0] not in partitions}
@@ -143,6 +181,23 @@ class Pending:
     events: int = 0
 
 
+@dataclass
+class Snapshot:
+    """One checkpoint's share of the work: what was pending, and the profile writes taken from
+    the cache (pinned there until RocksDB has them)."""
+
+    pending: Pending
+    writes: dict[tuple[int, str], StoredProfile | None]
+    started: float
+
+
+YIELD_EVERY = 128  # profiles a checkpoint's flush encodes or sends between two yields
+
+
+class FencedError(Exception):
+    """The group moved this worker's partitions while a checkpoint was writing."""
+
+
 class BatchRunner:
     """Processes the input partitions' fetches and checkpoints them (see the module doc)."""
 
@@ -160,6 +215,9 @@ class BatchRunner:
         self.safe_offsets: dict[Any, int] = {}
         self.refetched: dict[Any, tuple[int, int]] = {}  # TP -> (expected, got) seeked once
         self.last_checkpoint = time.monotonic()
+        # The delivering half of the last checkpoint, running while the next fetches apply
+        # (``_checkpoint``); None when there is none.
+        self.flushing: asyncio.Task[None] | None = None
         self.generation = -1
         self.stopping = False  # set by ``stop``: no fetch is applied after the last checkpoint
         self.features = FeatureMonitor(w.metrics, half_life_s=w.settings.drift_half_life_seconds)
@@ -185,6 +243,8 @@ class BatchRunner:
         async with self.lock:
             if self.stopping:
                 return  # after the last checkpoint: not applied, not committed, read again
+            if self.flushing is not None and self.flushing.done():
+                await self._flushed()  # its failure stops the worker here, as if inline
             app = self.w.app
             if generation != app.consumer_generation_id:
                 return  # fetched before a rebalance: the new owner reads it again
@@ -209,7 +269,7 @@ class BatchRunner:
             for tp, record in commands:
                 self._erase(tp, record)
             if self._checkpoint_due():
-                await self._checkpoint()
+                await self._checkpoint(wait=False)
 
     async def _in_order(self, tp: Any, records: Sequence[Any]) -> list[Any]:
         """The records that continue ``tp`` exactly where this worker left it.
@@ -328,13 +388,48 @@ class BatchRunner:
     async def checkpoint_if_due(self) -> None:
         """Checkpoint when one is due (a timer: an idle input still delivers and commits)."""
         async with self.lock:
+            if self.flushing is not None and self.flushing.done():
+                await self._flushed()
             if self._checkpoint_due():
-                await self._checkpoint()
+                await self._checkpoint(wait=False)
 
-    async def _checkpoint(self) -> None:
-        w = self.w
+    async def _checkpoint(self, *, wait: bool = True) -> None:
+        """Checkpoint (under ``lock``). The snapshot is taken here: what is pending and the
+        changed profiles, encoded and pinned in the cache. Its delivery (scores, changelog,
+        RocksDB, commit: ``_flush``) waits for broker round trips; with ``wait=False`` it runs
+        as a task while the next fetches apply, so scoring does not stall on it. One flush at
+        a time, in order: a checkpoint first waits for the previous one's."""
+        await self._flushed()
+        self.flushing = asyncio.ensure_future(self._flush(self._snapshot()))
+        if wait:
+            await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Wait for the last checkpoint's flush (under ``lock``); its failure raises here, and
+        a flush that found the worker fenced drops everything not yet written."""
+        task, self.flushing = self.flushing, None
+        if task is None:
+            return
+        try:
+            await task
+        except FencedError as exc:
+            self._drop_everything(str(exc))
+
+    def _snapshot(self) -> Snapshot:
         pending, self.pending = self.pending, Pending()
         started = time.perf_counter()
+        self.last_checkpoint = time.monotonic()
+        owned = self.owned_partitions()
+        writes = {k: v for k, v in self.cache.take_writes().items() if k[0] in owned}
+        self.cache.pin(writes)
+        return Snapshot(pending, writes, started)
+
+    async def _flush(self, snapshot: Snapshot) -> None:
+        """The checkpoint's four steps for a snapshot. Profiles are immutable, so they are
+        encoded here, a slice at a time between fetches, not in the snapshot's stall."""
+        w = self.w
+        pending = snapshot.pending
+        values = await self._encoded(snapshot.writes)
         # 1. scores and dead letters delivered
         for send in pending.sends:
             await send
@@ -345,17 +440,16 @@ class BatchRunner:
         owned_tps = w.app.consumer.assignment()
         proof = {tp: o for tp, o in self.safe_offsets.items() if tp in owned_tps}
         if proof and not await faust_compat.prove_membership(w.app.consumer, proof):
-            self._drop_everything("the group moved its partitions while it was not running")
-            return
+            raise FencedError("the group moved its partitions while it was not running")
         # 2. one changelog record per changed user (a tombstone per erased one), delivered
-        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.topic}
-        writes = {k: v for k, v in self.cache.take_writes().items() if k[0] in owned}
-        values = self._encoded(writes)
+        owned = self.owned_partitions()
+        values = {k: v for k, v in values.items() if k[0] in owned}
         send, changelog = w.app.producer.send, w.changelog_topic
-        futures = [
-            await send(changelog, pseudonym.encode(), value, partition, None, None)
-            for (partition, pseudonym), value in values.items()
-        ]
+        futures = []
+        for i, ((partition, pseudonym), value) in enumerate(values.items(), 1):
+            futures.append(await send(changelog, pseudonym.encode(), value, partition, None, None))
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let a fetch apply between slices
         for future in futures:
             await future
         # 3. one RocksDB write batch per partition
@@ -364,6 +458,7 @@ class BatchRunner:
             by_partition.setdefault(partition, []).append((pseudonym.encode(), value))
         for partition, items in by_partition.items():
             faust_compat.write_batch(w.profiles, partition, items)
+        self.cache.unpin(snapshot.writes)
         # receipts of the erasures those tombstones executed
         receipts = [
             await send(w.settings.topic_erasure_receipts, r.request_id.encode(),
@@ -377,23 +472,25 @@ class BatchRunner:
         commit = {tp: offset for tp, offset in pending.commit.items() if tp.partition in owned}
         if commit and await faust_compat.commit(w.app.consumer, commit):
             self.safe_offsets.update(commit)
-        self.last_checkpoint = time.monotonic()
-        w.metrics.checkpoint_duration.observe(time.perf_counter() - started)
+        w.metrics.checkpoint_duration.observe(time.perf_counter() - snapshot.started)
         w.metrics.checkpoint_users.observe(len(values))
 
-    def _encoded(
+    async def _encoded(
         self, writes: Mapping[tuple[int, str], StoredProfile | None]
     ) -> dict[tuple[int, str], bytes | None]:
         """Each write's bytes (None: a tombstone). A profile that cannot be encoded (a bug, never
         an input: the feature code saturates what it stores) is left out, counted and logged,
         and dropped from the cache, so the stored version stays and the worker goes on."""
         values: dict[tuple[int, str], bytes | None] = {}
-        for key, stored in writes.items():
+        for i, (key, stored) in enumerate(writes.items(), 1):
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 values[key] = encode_stored(stored) if stored is not None else None
             except Exception as exc:  # one profile must not stop every checkpoint
                 self.w.metrics.errors.labels("checkpoint_encode").inc()
                 self.cache.clean.pop(key, None)
+                self.cache.unpin({key: stored})
                 log.error(
                     "profile %s on partition %d could not be encoded (%s: %s); its stored "
                     "version is kept", key[1], key[0], type(exc).__name__, exc,
@@ -422,10 +519,11 @@ class BatchRunner:
 
     def _drop_everything(self, why: str) -> None:
         """Forget all unwritten state (the partitions' new owners re-apply its events)."""
-        dropped = len(self.cache.dirty) + len(self.cache.tombstones)
+        cache = self.cache
+        dropped = len(cache.dirty) + len(cache.tombstones) + len(cache.pinned)
         log.warning("%s: dropping %d unwritten profile changes, writing nothing", why, dropped)
-        self.cache.drop_partitions({p for p, _ in [*self.cache.clean, *self.cache.dirty]})
-        self.cache.tombstones.clear()
+        cache.drop_partitions({p for p, _ in [*cache.clean, *cache.dirty, *cache.pinned]})
+        cache.tombstones.clear()
         self.pending = Pending()
         self.expected.clear()
         self.refetched.clear()

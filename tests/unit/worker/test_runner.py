@@ -369,3 +369,99 @@ def test_a_profile_that_cannot_be_encoded_does_not_stop_the_checkpoint(
         "intentflow_worker_errors_total", {"stage": "checkpoint_encode"}
     )
     assert errors == 1
+
+
+class Gate:
+    """A delivery that completes when the test opens the gate (or fails with ``error``)."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        await self.open.wait()
+        if self.error is not None:
+            raise self.error
+
+
+def _stall_changelog(rig: Any, gate: Gate) -> None:
+    send = rig.app.producer.send
+
+    async def stalled(topic: str, key: bytes, value: bytes, partition: Any, *rest: Any) -> Any:
+        if topic == "changelog":
+            rig.app.producer.sent.append((topic, key, value, partition))
+            return gate
+        return await send(topic, key, value, partition, *rest)
+
+    rig.app.producer.send = stalled
+
+
+def _n_events(rig: Any, user: str) -> int:
+    stored = rig.runner.cache.get(0, user)
+    return 0 if stored is None else stored.profile.n_events
+
+
+def test_fetches_apply_while_a_checkpoint_waits_on_the_broker_and_lose_nothing(rig) -> None:
+    payloads = click_events(40, users=4, seed=21, start=START - 3600)
+    users = sorted({orjson.loads(v)["user_id"] for _, v in payloads})
+    scores = rig.w.settings.topic_scores
+
+    async def main() -> None:
+        runner = rig.runner
+        await runner.process(fetch(0, 0, payloads[:20]), 1)
+        gate = Gate()
+        _stall_changelog(rig, gate)
+        async with runner.lock:
+            await runner._checkpoint(wait=False)
+        await asyncio.sleep(0.01)  # the flush is now waiting on the changelog's delivery
+        assert runner.flushing is not None and not runner.flushing.done()
+        # The next fetch is applied and scored while the checkpoint waits ...
+        runner.cache.clean.clear()  # ... even with the cache's copies evicted: the writes in
+        await runner.process(fetch(0, 20, payloads[20:]), 1)  # flight are the latest state
+        assert sum(1 for t, *_ in rig.app.producer.sent if t == scores) == 40
+        assert rig.app.consumer.commits == []  # nothing committed before the changelog landed
+        gate.open.set()
+        async with runner.lock:
+            await runner._checkpoint()  # waits for the first flush, then does its own
+        assert rig.app.consumer.commits == [{TP(TOPIC, 0): 20}, {TP(TOPIC, 0): 40}]
+        assert runner.cache.pinned == {}
+
+    run(main())
+    counts = {u: sum(1 for _, v in payloads if orjson.loads(v)["user_id"] == u) for u in users}
+    rig.runner.cache.clean.clear()  # read back what RocksDB holds
+    assert {u: _n_events(rig, u) for u in users} == counts
+
+
+def test_a_checkpoint_that_fails_in_the_background_stops_the_next_fetch_uncommitted(rig) -> None:
+    payloads = click_events(20, users=2, seed=22, start=START - 3600)
+
+    async def main() -> None:
+        runner = rig.runner
+        await runner.process(fetch(0, 0, payloads[:10]), 1)
+        gate = Gate()
+        gate.error = ConnectionError("changelog delivery failed")
+        _stall_changelog(rig, gate)
+        async with runner.lock:
+            await runner._checkpoint(wait=False)
+        gate.open.set()
+        await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionError, match="changelog delivery failed"):
+            await runner.process(fetch(0, 10, payloads[10:]), 1)
+
+    run(main())
+    assert rig.app.consumer.commits == []
+    assert not any(e.startswith("rocksdb") for e in rig.log)
+
+
+def test_events_after_an_erasure_start_a_new_profile_before_the_checkpoint(rig) -> None:
+    first = click_events(10, users=1, seed=23, start=START - 7200, prefix="back")
+    (user,) = {orjson.loads(v)["user_id"] for _, v in first}
+    run(rig.runner.process(fetch(0, 0, first), 1))
+    run(rig.runner._checkpoint())  # RocksDB holds the 10 events
+    rig.runner.cache.delete(0, rig.w.pseudonyms.pseudonym(user))  # an erase command
+    again = click_events(3, users=1, seed=24, start=START - 600, prefix="back")
+    run(rig.runner.process(fetch(0, 10, again), 1))  # the shopper returns at once
+    assert _n_events(rig, user) == 3  # not 13: the erased history is not read back
