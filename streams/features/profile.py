@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 import zlib
+from array import array
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from streams.features.explore import ExploreState
 
@@ -87,12 +89,14 @@ class Profile:
     clock: float  # newest event time seen, unix seconds; decayed values are as of this time
     n_events: int = 0
     last_gap_s: float = -1.0  # seconds from the previous event to the latest one; -1: first
-    weights: dict[str, float] = field(default_factory=dict)  # category -> decayed interest
+    # Category -> decayed interest. Weights here and in ``items`` are float32 values, the
+    # precision the profile is stored in, so that a decoded profile equals the one in memory.
+    weights: dict[str, float] = field(default_factory=dict)
     short_counts: tuple[float, ...] = (0.0,) * N_TYPES  # per EVENT_TYPES, SHORT_HALF_LIFE_S
     long_counts: tuple[float, ...] = (0.0,) * N_TYPES  # per EVENT_TYPES, LONG_HALF_LIFE_S
     price_sum: float = 0.0  # decayed (long) sum of prices seen
     price_n: float = 0.0  # decayed (long) number of priced events
-    items: dict[int, float] = field(default_factory=dict)  # item hash -> decayed interactions
+    items: dict[int, float] = field(default_factory=dict)  # item hash -> decayed touches
     cart: tuple[tuple[int, float], ...] = ()  # (item hash, added at): not removed/bought/expired
     last_cart_ts: float = -1.0  # newest add_to_cart time; -1: never
     last_purchase_ts: float = -1.0  # newest purchase time; -1: never
@@ -134,6 +138,22 @@ def type_index(event_type: str) -> int:
         ) from None
 
 
+_K = TypeVar("_K", str, int)
+_F32 = struct.Struct("<f")
+
+
+def float32_values(values: dict[_K, float], factor: float = 1.0) -> dict[_K, float]:
+    """A new mapping, in the same order, of each value times ``factor`` rounded to float32
+    (the precision of the stored weights; no weight comes near its range, as each event adds
+    at most 3)."""
+    rounded = array("f", [v * factor for v in values.values()]).tolist()
+    return dict(zip(values, rounded, strict=True))
+
+
+def _f32(x: float) -> float:
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
 def _decay(age_s: float, half_life_s: float) -> float:
     return 0.5 ** (age_s / half_life_s) if age_s > 0 else 1.0
 
@@ -173,15 +193,15 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
             f_int = _decay(dt, INTEREST_HALF_LIFE_S)
             f_short = _decay(dt, SHORT_HALF_LIFE_S)
             f_long = _decay(dt, LONG_HALF_LIFE_S)
-            weights = {c: w * f_int for c, w in p.weights.items()}
-            items = {i: w * f_long for i, w in p.items.items()}
+            weights = float32_values(p.weights, f_int)
+            items = float32_values(p.items, f_long)
             short = [c * f_short for c in p.short_counts]
             long_ = [c * f_long for c in p.long_counts]
             price_sum, price_n = p.price_sum * f_long, p.price_n * f_long
             age = 0.0
             last_gap = dt
         else:  # out of order: keep the clock, decay this event's contribution to it
-            weights, items = dict(p.weights), dict(p.items)
+            weights, items = float32_values(p.weights), float32_values(p.items)
             short, long_ = list(p.short_counts), list(p.long_counts)
             price_sum, price_n = p.price_sum, p.price_n
             age = p.clock - ts
@@ -194,8 +214,8 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
     category = event.category_id
     interest = INTEREST_WEIGHTS[etype]
     if category is not None and interest > 0:
-        weights[category] = weights.get(category, 0.0) + interest * _decay(
-            age, INTEREST_HALF_LIFE_S
+        weights[category] = _f32(
+            weights.get(category, 0.0) + interest * _decay(age, INTEREST_HALF_LIFE_S)
         )
     _top_k(weights, TOP_K_CATEGORIES)
 
@@ -233,7 +253,7 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
     item_gap = -1
     if event.item_id is not None:
         item = stable_hash(event.item_id)
-        items[item] = items.get(item, 0.0) + f_long_event
+        items[item] = _f32(items.get(item, 0.0) + f_long_event)
         info, item_gap, repeat = _touch_item(p.item_info.get(item), ts, etype, s_start, in_session)
         item_info[item] = info
         s_repeats = min(s_repeats + repeat, 0xFFFF)
