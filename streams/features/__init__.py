@@ -2,7 +2,8 @@
 
 - ``profile``: per-user state (``Profile``), its pure ``update`` in event time, and
   ``top_categories``.
-- ``encoding``: the profile's compact, versioned bytes (trailing sections per version).
+- ``encoding``: the profile's compact, versioned bytes (sections per version; exploration's
+  in ``encoding_explore``, the sections a later version re-encoded in ``encoding_legacy``).
 - ``embeddings``: the category embedding table of a model bundle, with a hashed fallback.
 - ``vector``: the frozen, hashed ``FEATURE_SPEC`` (with the group of each feature: the reason
   codes) and ``feature_vector``/``feature_matrix``.

@@ -1,7 +1,7 @@
 """The compact, versioned bytes of a ``Profile`` (what the worker stores). Standard library only.
 
 Layout, little endian: a 3-byte header (magic ``ip``, format version), then the profile's
-*sections* in a fixed order. Each format version is the previous one plus sections at the end:
+*sections* in a fixed order:
 
     version 2: fixed scalars, category weights, items, cart, session categories
     version 3: + item memory (aligned with items), + counters (item gap, session repeats and
@@ -9,11 +9,20 @@ Layout, little endian: a 3-byte header (magic ``ip``, format version), then the 
                (count, then 4 bytes per event: category bucket, code, gap code)
     version 4: + exploration (a byte: 0 none, 1 the state of ``streams.features.explore``:
                clock, decayed counts per arm, open exposures)
+    version 5: the same fields, narrower: category weights float32, each name's length one
+               byte; items with their memory in one section of columns (hash, float32
+               weight, first and last touch ages, carts, favourites, touches); the recent
+               sequence in 3 bytes per event; exploration's times as microseconds before the
+               profile clock, and its zero counts left out
 
 A new section (for example exposures) is a new ``_Section`` appended to ``_SECTIONS`` with the
 version that introduced it, and ``PROFILE_FORMAT_VERSION`` bumped: older profiles still decode,
-their new fields taking the ``Profile`` defaults (or the section's ``upgrade``). Floats are
-float64 and times of the item memory whole seconds, and dict order is kept, so a decoded
+their new fields taking the ``Profile`` defaults (or the section's ``upgrade``). A section
+whose bytes change is retired (its ``until``, the last version that wrote it; its code moves to
+``encoding_legacy``) and the new one follows it, with an ``upgrade`` that brings what the old
+one decoded to what the new one would (floats rounded to float32). Floats are float64 unless
+the ``Profile`` holds them narrower (weights, exploration counts and propensities are float32 in
+memory too), times of the item memory whole seconds, and dict order is kept, so a decoded
 profile computes bit-identical features.
 """
 
@@ -21,32 +30,55 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from streams.errors import ProfileDecodeError
-from streams.features.explore import decode_state, encode_state
-from streams.features.profile import N_TYPES, Profile
+from streams.features import encoding_legacy as legacy
+from streams.features.encoding_explore import decode_state, encode_state
+from streams.features.profile import (
+    N_TYPES,
+    SEQ_CATEGORY_BUCKETS,
+    TOP_K_CATEGORIES,
+    TOP_K_ITEMS,
+    Profile,
+    float32_values,
+)
 
-PROFILE_FORMAT_VERSION = 4
+PROFILE_FORMAT_VERSION = 5
 READABLE_VERSIONS = tuple(range(2, PROFILE_FORMAT_VERSION + 1))  # every version since 2
 _MAGIC = b"ip"
 
 _HEAD = struct.Struct("<2sB")
 _FIXED = struct.Struct(f"<dQdddddIIdd{N_TYPES}d{N_TYPES}d")
-_U16 = struct.Struct("<H")
 _U8 = struct.Struct("<B")
 _F64 = struct.Struct("<d")
 _ITEM = struct.Struct("<Id")
-# Item memory: first and last touch as ages in whole seconds before floor(clock), so 4 bytes
-# each; carts, favourites, touches this session.
-_ITEM_INFO = struct.Struct("<IIBBB")
 _COUNTERS = struct.Struct("<iHHIII")
-_STEP = struct.Struct("<HBB")
 _AGE_MAX = 0xFFFFFFFF
+_WIDE = 0x80  # in a weights count: the names' lengths are u16, not u8
+_F32_MAX = 3.4028234663852886e38
+
+# The counts of format 5 are one byte, and a step of the recent sequence packs a 12-bit bucket
+# with a 4-bit code (1 + type index, + 8 for a repeat).
+if TOP_K_CATEGORIES >= _WIDE or TOP_K_ITEMS > 0xFF or SEQ_CATEGORY_BUCKETS > 0xFFF or N_TYPES > 7:
+    raise RuntimeError("profile format 5 cannot hold these top-K, bucket or event type counts")
 
 Fields = dict[str, Any]
+
+
+@cache
+def _columns(fmt: str, n: int) -> struct.Struct:
+    """The struct of ``n`` rows of ``fmt`` stored column by column (``"If"``: n u32, n f32)."""
+    return struct.Struct("<" + "".join(f"{n}{c}" for c in fmt))
+
+
+def _saturated(values: Iterable[float]) -> list[float]:
+    """Finite values clamped to float32's range (a weight out of it is never made by
+    ``update``; packing one would raise)."""
+    return [max(-_F32_MAX, min(v, _F32_MAX)) for v in values]
 
 
 def _enc_fixed(p: Profile, out: bytearray) -> None:
@@ -88,45 +120,92 @@ def _dec_fixed(data: bytes, pos: int, f: Fields) -> int:
 
 
 def _enc_weights(p: Profile, out: bytearray) -> None:
-    out += _U16.pack(len(p.weights))
-    for category, weight in p.weights.items():
-        raw = category.encode("utf-8")
-        out += _U16.pack(len(raw)) + raw + _F64.pack(weight)
+    """Count (u8, + _WIDE if a name is longer than 255 bytes), the names' lengths (u8, or u16
+    if wide), the names (UTF-8), the weights (f32)."""
+    names = [category.encode("utf-8") for category in p.weights]
+    lengths = [len(raw) for raw in names]
+    n = len(names)
+    if n >= _WIDE:
+        raise ValueError(f"profile has {n} category weights; format 5 holds fewer than {_WIDE}")
+    if max(lengths, default=0) <= 0xFF:
+        out += _U8.pack(n) + bytes(lengths)
+    else:
+        out += _U8.pack(n | _WIDE) + _columns("H", n).pack(*lengths)
+    out += b"".join(names)
+    try:
+        out += _columns("f", n).pack(*p.weights.values())
+    except OverflowError:
+        out += _columns("f", n).pack(*_saturated(p.weights.values()))
 
 
 def _dec_weights(data: bytes, pos: int, f: Fields) -> int:
-    (n,) = _U16.unpack_from(data, pos)
-    pos += _U16.size
-    weights: dict[str, float] = {}
-    for _ in range(n):
-        (length,) = _U16.unpack_from(data, pos)
-        pos += _U16.size
-        if pos + length > len(data):
-            raise struct.error("category name runs past the end")
-        category = data[pos : pos + length].decode("utf-8")
+    (n,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    lengths: bytes | tuple[int, ...]
+    if n & _WIDE:
+        n &= ~_WIDE
+        lengths = _columns("H", n).unpack_from(data, pos)
+        pos += 2 * n
+    else:
+        lengths = data[pos : pos + n]
+        pos += n
+    names = []
+    for length in lengths:
+        names.append(data[pos : pos + length].decode("utf-8"))
         pos += length
-        (weights[category],) = _F64.unpack_from(data, pos)
-        pos += _F64.size
-    f["weights"] = weights
-    return pos
+    if pos > len(data) or len(lengths) != n:
+        raise struct.error("category names run past the end")
+    f["weights"] = dict(zip(names, _columns("f", n).unpack_from(data, pos), strict=True))
+    return pos + 4 * n
+
+
+def _upgrade_weights(f: Fields) -> None:
+    """Formats 2-4 stored float64 weights: round them as format 5's profiles hold them."""
+    f["weights"] = float32_values(f["weights"])
 
 
 def _enc_items(p: Profile, out: bytearray) -> None:
-    out += _U16.pack(len(p.items))
-    for item, weight in p.items.items():
-        out += _ITEM.pack(item, weight)
+    """Count (u8), then columns: item hash (u32), weight (f32), first and last touch as ages in
+    whole seconds before floor(clock) (u32, saturating), carts, favourites, touches this
+    session (u8)."""
+    items, info = p.items, p.item_info
+    if info.keys() != items.keys():
+        raise ValueError("profile item memory is out of step with its items")
+    n = len(items)
+    rows: list[float] = [*items, *items.values()]
+    if n:
+        now = max(math.floor(p.clock), 0)
+        first, last, carts, favs, touches = zip(*map(info.__getitem__, items), strict=True)
+        rows += [now - t for t in first]
+        rows += [now - t for t in last]
+        rows += carts + favs + touches
+    pack = _columns("IfIIBBB", n).pack
+    try:
+        packed = pack(*rows)
+    except (OverflowError, struct.error):  # a weight or an age out of range: saturate
+        rows[n : 2 * n] = _saturated(rows[n : 2 * n])
+        rows[2 * n : 4 * n] = [min(max(age, 0), _AGE_MAX) for age in rows[2 * n : 4 * n]]
+        packed = pack(*rows)
+    out += _U8.pack(n) + packed
 
 
 def _dec_items(data: bytes, pos: int, f: Fields) -> int:
-    (n,) = _U16.unpack_from(data, pos)
-    pos += _U16.size
-    items: dict[int, float] = {}
-    for _ in range(n):
-        item, weight = _ITEM.unpack_from(data, pos)
-        items[item] = weight
-        pos += _ITEM.size
-    f["items"] = items
-    return pos
+    (n,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    columns = _columns("IfIIBBB", n)
+    v = columns.unpack_from(data, pos)
+    hashes = v[:n]
+    f["items"] = dict(zip(hashes, v[n : 2 * n], strict=True))
+    since = max(math.floor(f["clock"]), 0).__sub__  # an age -> its time
+    first, last = map(since, v[2 * n : 3 * n]), map(since, v[3 * n : 4 * n])
+    memory = zip(first, last, v[4 * n : 5 * n], v[5 * n : 6 * n], v[6 * n :], strict=True)
+    f["item_info"] = dict(zip(hashes, memory, strict=True))
+    return pos + columns.size
+
+
+def _upgrade_items(f: Fields) -> None:
+    """Formats 2-4 stored float64 item weights: round them as format 5's profiles hold them."""
+    f["items"] = float32_values(f["items"])
 
 
 def _enc_cart(p: Profile, out: bytearray) -> None:
@@ -158,35 +237,6 @@ def _dec_session_categories(data: bytes, pos: int, f: Fields) -> int:
     return pos + 4 * n
 
 
-def _enc_item_info(p: Profile, out: bytearray) -> None:
-    """One entry per item, in the order of ``items`` (so no count and no key)."""
-    now = max(math.floor(p.clock), 0)
-    if p.item_info.keys() != p.items.keys():
-        raise ValueError("profile item memory is out of step with its items")
-    for item in p.items:
-        first, last, carts, favs, touches = p.item_info[item]
-        out += _ITEM_INFO.pack(
-            min(now - first, _AGE_MAX), min(now - last, _AGE_MAX), carts, favs, touches
-        )
-
-
-def _dec_item_info(data: bytes, pos: int, f: Fields) -> int:
-    now = max(math.floor(f["clock"]), 0)
-    info: dict[int, tuple[int, int, int, int, int]] = {}
-    for item in f["items"]:
-        first_age, last_age, carts, favs, touches = _ITEM_INFO.unpack_from(data, pos)
-        info[item] = (now - first_age, now - last_age, carts, favs, touches)
-        pos += _ITEM_INFO.size
-    f["item_info"] = info
-    return pos
-
-
-def _upgrade_item_info(f: Fields) -> None:
-    """A version 2 profile knew its items but not when: say they were touched at its clock."""
-    now = max(math.floor(f["clock"]), 0)
-    f["item_info"] = {item: (now, now, 0, 0, 0) for item in f["items"]}
-
-
 def _enc_counters(p: Profile, out: bytearray) -> None:
     out += _COUNTERS.pack(
         p.item_gap_s,
@@ -212,34 +262,38 @@ def _dec_counters(data: bytes, pos: int, f: Fields) -> int:
 
 
 def _enc_recent(p: Profile, out: bytearray) -> None:
-    out += _U8.pack(len(p.recent))
-    for step in p.recent:
-        out += _STEP.pack(*step)
+    """Count (u8), then columns: bucket << 4 | code (u16), gap code (u8)."""
+    recent = p.recent
+    out += _U8.pack(len(recent))
+    out += _columns("HB", len(recent)).pack(
+        *[bucket << 4 | code for bucket, code, _ in recent], *[gap for _, _, gap in recent]
+    )
 
 
 def _dec_recent(data: bytes, pos: int, f: Fields) -> int:
     (n,) = _U8.unpack_from(data, pos)
     pos += _U8.size
-    steps = []
-    for _ in range(n):
-        steps.append(_STEP.unpack_from(data, pos))
-        pos += _STEP.size
-    f["recent"] = tuple(steps)
-    return pos
+    columns = _columns("HB", n)
+    v = columns.unpack_from(data, pos)
+    f["recent"] = tuple(
+        [(packed >> 4, packed & 0xF, gap) for packed, gap in zip(v[:n], v[n:], strict=True)]
+    )
+    return pos + columns.size
 
 
 def _enc_explore(p: Profile, out: bytearray) -> None:
     if p.explore is None:
         out += _U8.pack(0)
     else:
-        out += _U8.pack(1) + encode_state(p.explore)
+        out += _U8.pack(1)
+        encode_state(p.explore, p.clock, out)
 
 
 def _dec_explore(data: bytes, pos: int, f: Fields) -> int:
     (present,) = _U8.unpack_from(data, pos)
     pos += _U8.size
     if present == 1:
-        f["explore"], pos = decode_state(data, pos)
+        f["explore"], pos = decode_state(data, pos, f["clock"])
     elif present != 0:
         raise struct.error(f"exploration marker {present} is neither 0 nor 1")
     return pos
@@ -247,31 +301,70 @@ def _dec_explore(data: bytes, pos: int, f: Fields) -> int:
 
 @dataclass(frozen=True)
 class _Section:
+    name: str
     since: int  # the format version that introduced it
     encode: Callable[[Profile, bytearray], None]
     decode: Callable[[bytes, int, Fields], int]  # (data, position, fields so far) -> position
     upgrade: Callable[[Fields], None] | None = None  # fills its fields for older versions
+    until: int | None = None  # the last format version that has it; None: the current one too
+
+    def written_in(self, version: int) -> bool:
+        return self.since <= version and (self.until is None or version <= self.until)
 
 
 _SECTIONS: tuple[_Section, ...] = (
-    _Section(2, _enc_fixed, _dec_fixed),
-    _Section(2, _enc_weights, _dec_weights),
-    _Section(2, _enc_items, _dec_items),
-    _Section(2, _enc_cart, _dec_cart),
-    _Section(2, _enc_session_categories, _dec_session_categories),
-    _Section(3, _enc_item_info, _dec_item_info, _upgrade_item_info),
-    _Section(3, _enc_counters, _dec_counters),
-    _Section(3, _enc_recent, _dec_recent),
-    _Section(4, _enc_explore, _dec_explore),
+    _Section("fixed", 2, _enc_fixed, _dec_fixed),
+    _Section("weights", 2, legacy.enc_weights, legacy.dec_weights, until=4),
+    _Section("weights", 5, _enc_weights, _dec_weights, _upgrade_weights),
+    _Section("items", 2, legacy.enc_items, legacy.dec_items, until=4),
+    _Section("items", 5, _enc_items, _dec_items, _upgrade_items),  # with their memory
+    _Section("cart", 2, _enc_cart, _dec_cart),
+    _Section("session categories", 2, _enc_session_categories, _dec_session_categories),
+    _Section(
+        "item memory",
+        3,
+        legacy.enc_item_info,
+        legacy.dec_item_info,
+        legacy.upgrade_item_info,
+        until=4,
+    ),
+    _Section("counters", 3, _enc_counters, _dec_counters),
+    _Section("recent", 3, legacy.enc_recent, legacy.dec_recent, until=4),
+    _Section("recent", 5, _enc_recent, _dec_recent),
+    _Section("exploration", 4, legacy.enc_explore, legacy.dec_explore, until=4),
+    _Section("exploration", 5, _enc_explore, _dec_explore),
 )
+# Per readable version: the sections its bytes hold, in order, and the upgrades that bring
+# what they decode to the current format, run after them in order.
+_WRITTEN = {v: tuple(s for s in _SECTIONS if s.written_in(v)) for v in READABLE_VERSIONS}
+_UPGRADES = {
+    v: tuple(s.upgrade for s in _SECTIONS if v < s.since and s.upgrade is not None)
+    for v in READABLE_VERSIONS
+}
 
 
 def encode_profile(profile: Profile) -> bytes:
     """Compact, versioned bytes for a profile (under 1 KB for a busy user)."""
-    out = bytearray(_HEAD.pack(_MAGIC, PROFILE_FORMAT_VERSION))
-    for section in _SECTIONS:
+    return _encode(profile, PROFILE_FORMAT_VERSION)
+
+
+def _encode(profile: Profile, version: int) -> bytes:
+    """The profile in format ``version`` (an older one only for tests: it loses the fields
+    that version lacks)."""
+    out = bytearray(_HEAD.pack(_MAGIC, version))
+    for section in _WRITTEN[version]:
         section.encode(profile, out)
     return bytes(out)
+
+
+def section_sizes(profile: Profile) -> dict[str, int]:
+    """Bytes per section of the profile's encoding (what the profile benchmark reports)."""
+    sizes = {"header": _HEAD.size}
+    for section in _WRITTEN[PROFILE_FORMAT_VERSION]:
+        out = bytearray()
+        section.encode(profile, out)
+        sizes[section.name] = len(out)
+    return sizes
 
 
 def _version(data: bytes) -> int:
@@ -309,11 +402,10 @@ def decode_profile(data: bytes) -> Profile:
     f: Fields = {}
     pos = _HEAD.size
     try:
-        for section in _SECTIONS:
-            if section.since <= version:
-                pos = section.decode(data, pos, f)
-            elif section.upgrade is not None:
-                section.upgrade(f)
+        for section in _WRITTEN[version]:
+            pos = section.decode(data, pos, f)
+        for upgrade in _UPGRADES[version]:
+            upgrade(f)
     except (struct.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProfileDecodeError(f"profile bytes are truncated or corrupt: {exc}") from None
     if pos != len(data):

@@ -1,6 +1,6 @@
 """Exploration: bandit suggestions beside the exploit interests. Pure: numpy and stdlib only.
 
-Per user, an ``ExploreState`` (kept in the profile, see ``profile.encode_profile``) holds
+Per user, an ``ExploreState`` (kept in the profile, see ``encoding.encode_profile``) holds
 decayed success and failure counts per arm and the user's open *exposures* (suggestions that
 were published and await an answer). ``Explorer.apply`` runs once per event, after the
 profile update, in event time:
@@ -29,7 +29,6 @@ replayed event yields the same decision.
 from __future__ import annotations
 
 import hashlib
-import math
 import operator
 import struct
 from collections.abc import Mapping, Sequence
@@ -403,43 +402,3 @@ def _strongest(weights: Mapping[str, float], k: int) -> list[str]:
 
 
 _NOTHING: Final = Decision()
-
-
-# The profile's trailing exploration section, little endian: clock f64, counts (u8 arm, f32
-# successes, f32 failures), open exposures (u8 arm, f64 opened at, f32 propensity, u8 draw).
-_STATE_HEAD = struct.Struct("<dB")
-_COUNT = struct.Struct("<Bff")
-_EXPOSURE = struct.Struct("<BdfB")
-_U8 = struct.Struct("<B")
-
-
-def encode_state(state: ExploreState) -> bytes:
-    """The state's bytes (exact: counts and propensities are float32 in memory too)."""
-    out = bytearray(_STATE_HEAD.pack(state.clock, len(state.counts)))
-    for arm, (s, n) in state.counts.items():
-        out += _COUNT.pack(arm, s, n)
-    out += _U8.pack(len(state.open))
-    for e in state.open:
-        out += _EXPOSURE.pack(e.arm, e.opened_at, e.propensity, e.draw)
-    return bytes(out)
-
-
-def decode_state(data: bytes, pos: int) -> tuple[ExploreState, int]:
-    """The state at ``pos`` and the position after it; struct.error if truncated."""
-    clock, n = _STATE_HEAD.unpack_from(data, pos)
-    pos += _STATE_HEAD.size
-    counts: dict[int, tuple[float, float]] = {}
-    for _ in range(n):
-        arm, s, f = _COUNT.unpack_from(data, pos)
-        counts[arm] = (s, f)
-        pos += _COUNT.size
-    (n,) = _U8.unpack_from(data, pos)
-    pos += _U8.size
-    exposures = []
-    for _ in range(n):
-        arm, opened_at, propensity, draw = _EXPOSURE.unpack_from(data, pos)
-        exposures.append(Exposure(arm, opened_at, propensity, draw))
-        pos += _EXPOSURE.size
-    if not math.isfinite(clock):
-        raise ValueError("exploration clock is not finite")
-    return ExploreState(clock, counts, tuple(exposures)), pos
