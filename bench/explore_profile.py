@@ -4,7 +4,9 @@ The same simulated histories as the state scenario (``bench.state.long_histories
 default shoppers) replayed through the worker's computation: ``features.update``, then, with
 exploration on, ``Explorer.apply`` with arms fitted on those histories exactly as training
 fits them (``model_export.explore_prior``). Sizes are the stored envelopes
-(``bench.state.envelope``). Run: ``python -m bench.explore_profile [users] [days]``.
+(``bench.state.envelope``), with the mean bytes of each section of the profile format
+(``encoding.section_sizes``; the envelope's header is ``envelope``). Run:
+``python -m bench.explore_profile [users] [days]``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,21 @@ from model_export.embeddings import learn_embeddings
 from model_export.explore_prior import fit_arms
 from streams import features
 from streams.contracts.events import ClickEvent, decode_event
+from streams.features.encoding import section_sizes
 from streams.features.explore import ExploreConfig, Explorer
 
 RESULTS = Path(__file__).parent / "results" / "explore-profile-bytes.json"
+
+
+def section_means(profiles: list[features.Profile]) -> dict[str, float]:
+    """Mean bytes per section of the stored envelope, in the order they are written."""
+    totals: dict[str, int] = {}
+    for p in profiles:
+        sizes = section_sizes(p)
+        totals["envelope"] = totals.get("envelope", 0) + len(envelope(p)) - sum(sizes.values())
+        for name, size in sizes.items():
+            totals[name] = totals.get(name, 0) + size
+    return {name: round(total / len(profiles), 1) for name, total in totals.items()}
 
 
 def measure(users: int, days: float) -> dict[str, object]:
@@ -44,6 +58,9 @@ def measure(users: int, days: float) -> dict[str, object]:
         "events": len(events),
         "exploration_off": size_stats([len(envelope(p)) for p in off.values()]),
         "exploration_on": size_stats([len(envelope(p)) for p in on.values()]),
+        "profile_format": features.PROFILE_FORMAT_VERSION,
+        "sections_mean_off": section_means(list(off.values())),
+        "sections_mean_on": section_means(list(on.values())),
         "note": "encode_stored envelope bytes per user; default shoppers; arms fitted on the "
         "same histories; ExploreConfig() defaults",
     }

@@ -424,7 +424,7 @@ def run_state(
     st["profile_bytes"] = {
         "long_history": long_ | {"events": len(payloads), "days": cfg.history_days},
         "drain_dataset": short,
-        "note": "encode_stored envelope (9-byte header + profile), as the worker stores it",
+        "note": "encode_stored envelope (17-byte header + profile), as the worker stores it",
     }
     st["rss_mb"], st["rocksdb_mb"], st["throughput_per_s"], st["scales"] = {}, {}, {}, []
     res.save()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import profiling, report
+from bench import explore_profile, profiling, report
 from bench.config import Config
 
 
@@ -144,3 +144,15 @@ def test_partition_of_is_kafkas_default_partitioner() -> None:
     default = DefaultPartitioner()
     for key in (b"u1", b"s10000-u0000042", b"shopper-\xc3\xa9", b""):
         assert partition_of(key) == default(key, [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+def test_explore_profile_sections_add_up_to_the_stored_bytes() -> None:
+    result = explore_profile.measure(20, 0.25)
+    for side in ("off", "on"):
+        sizes, sections = result[f"exploration_{side}"], result[f"sections_mean_{side}"]
+        assert isinstance(sizes, dict) and isinstance(sections, dict)
+        assert sum(sections.values()) == pytest.approx(sizes["mean"], abs=0.6)  # rounded means
+        assert sections["envelope"] == 17.0 and sections["header"] == 3.0
+    on, off = result["sections_mean_on"], result["sections_mean_off"]
+    assert isinstance(on, dict) and isinstance(off, dict)
+    assert off["exploration"] == 1.0 < on["exploration"]
