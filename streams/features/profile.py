@@ -147,7 +147,7 @@ def float32_values(values: dict[_K, float], factor: float = 1.0) -> dict[_K, flo
     (the precision of the stored weights; no weight comes near its range, as each event adds
     at most 3)."""
     rounded = array("f", [v * factor for v in values.values()]).tolist()
-    return dict(zip(values, rounded, strict=True))
+    return dict(zip(values, rounded, strict=False))  # one value per key
 
 
 def _f32(x: float) -> float:
