@@ -9,8 +9,8 @@ Layout, little endian: a 3-byte header (magic ``ip``, format version), then the 
                (count, then 4 bytes per event: category bucket, code, gap code)
     version 4: + exploration (a byte: 0 none, 1 the state of ``streams.features.explore``:
                clock, decayed counts per arm, open exposures)
-    version 5: the same fields, narrower: category weights float32, each name's length one
-               byte; items with their memory in one section of columns (hash, float32
+    version 5: the same fields, narrower: category weights float32, their names joined by
+               NUL; items with their memory in one section of columns (hash, float32
                weight, first and last touch ages, carts, favourites, touches); the recent
                sequence in 3 bytes per event; exploration's times as microseconds before the
                profile clock, and its zero counts left out
@@ -58,7 +58,8 @@ _F64 = struct.Struct("<d")
 _ITEM = struct.Struct("<Id")
 _COUNTERS = struct.Struct("<iHHIII")
 _AGE_MAX = 0xFFFFFFFF
-_WIDE = 0x80  # in a weights count: the names' lengths are u16, not u8
+_WIDE = 0x80  # in a weights count: each name has its length (u16), no separator
+_NAMES = struct.Struct("<BH")  # weights: count, the names' total bytes
 _F32_MAX = 3.4028234663852886e38
 
 # The counts of format 5 are one byte, and a step of the recent sequence packs a 12-bit bucket
@@ -120,40 +121,43 @@ def _dec_fixed(data: bytes, pos: int, f: Fields) -> int:
 
 
 def _enc_weights(p: Profile, out: bytearray) -> None:
-    """Count (u8, + _WIDE if a name is longer than 255 bytes), the names' lengths (u8, or u16
-    if wide), the names (UTF-8), the weights (f32)."""
-    names = [category.encode("utf-8") for category in p.weights]
-    lengths = [len(raw) for raw in names]
-    n = len(names)
+    """Count (u8), the names' total bytes (u16), the names (UTF-8) joined by NUL, the weights
+    (f32). If a name holds a NUL (or the names pass 64 KB): count + _WIDE, each name's length
+    (u16), the names, the weights."""
+    weights = p.weights
+    n = len(weights)
     if n >= _WIDE:
         raise ValueError(f"profile has {n} category weights; format 5 holds fewer than {_WIDE}")
-    if max(lengths, default=0) <= 0xFF:
-        out += _U8.pack(n) + bytes(lengths)
+    text = "\0".join(weights)
+    raw = text.encode("utf-8")
+    if text.count("\0") == max(n - 1, 0) and len(raw) <= 0xFFFF:
+        out += _NAMES.pack(n, len(raw)) + raw
     else:
-        out += _U8.pack(n | _WIDE) + _columns("H", n).pack(*lengths)
-    out += b"".join(names)
+        names = [category.encode("utf-8") for category in weights]
+        out += _U8.pack(n | _WIDE) + _columns("H", n).pack(*map(len, names)) + b"".join(names)
     try:
-        out += _columns("f", n).pack(*p.weights.values())
+        out += _columns("f", n).pack(*weights.values())
     except OverflowError:
-        out += _columns("f", n).pack(*_saturated(p.weights.values()))
+        out += _columns("f", n).pack(*_saturated(weights.values()))
 
 
 def _dec_weights(data: bytes, pos: int, f: Fields) -> int:
-    (n,) = _U8.unpack_from(data, pos)
-    pos += _U8.size
-    lengths: bytes | tuple[int, ...]
-    if n & _WIDE:
-        n &= ~_WIDE
+    (head,) = _U8.unpack_from(data, pos)
+    if head & _WIDE:
+        n = head & ~_WIDE
+        pos += _U8.size
         lengths = _columns("H", n).unpack_from(data, pos)
         pos += 2 * n
+        names = []
+        for length in lengths:
+            names.append(data[pos : pos + length].decode("utf-8"))
+            pos += length
     else:
-        lengths = data[pos : pos + n]
-        pos += n
-    names = []
-    for length in lengths:
-        names.append(data[pos : pos + length].decode("utf-8"))
-        pos += length
-    if pos > len(data) or len(lengths) != n:
+        n, size = _NAMES.unpack_from(data, pos)
+        pos += _NAMES.size
+        names = data[pos : pos + size].decode("utf-8").split("\0") if n else []
+        pos += size
+    if pos > len(data):
         raise struct.error("category names run past the end")
     f["weights"] = dict(zip(names, _columns("f", n).unpack_from(data, pos), strict=True))
     return pos + 4 * n

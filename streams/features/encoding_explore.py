@@ -23,7 +23,7 @@ from streams.features.explore import ExploreState, Exposure
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
-_EXPOSURE = struct.Struct("<BBf")
+_EXPOSURE = struct.Struct("<BBfI")  # arm, draw, propensity, opened at (a time's u32)
 _FAR = 0xFFFFFFFF  # a time stored as its f64
 
 
@@ -38,12 +38,17 @@ def _micros(t: float) -> int | None:
     return round(us) if math.isfinite(us) else None
 
 
-def _enc_time(t: float, ref: int | None, out: bytearray) -> None:
+def _offset(t: float, ref: int | None) -> int:
+    """The u32 of time ``t`` relative to ``ref``: _FAR if it does not hold ``t`` exactly."""
     us = _micros(t)
     if ref is not None and us is not None and 0 <= ref - us < _FAR and us / 1_000_000 == t:
-        out += _U32.pack(ref - us)
-    else:
-        out += _U32.pack(_FAR) + _F64.pack(t)
+        return ref - us
+    return _FAR
+
+
+def _enc_time(t: float, ref: int | None, out: bytearray) -> None:
+    offset = _offset(t, ref)
+    out += _U32.pack(offset) if offset != _FAR else _U32.pack(_FAR) + _F64.pack(t)
 
 
 def _dec_time(data: bytes, pos: int, ref: int | None) -> tuple[float, int]:
@@ -75,8 +80,10 @@ def encode_state(state: ExploreState, clock: float, out: bytearray) -> None:
     out += _floats(len(stored)).pack(*stored)
     out += _U8.pack(len(state.open))
     for e in state.open:
-        out += _EXPOSURE.pack(e.arm, e.draw, e.propensity)
-        _enc_time(e.opened_at, ref, out)
+        offset = _offset(e.opened_at, ref)
+        out += _EXPOSURE.pack(e.arm, e.draw, e.propensity, offset)
+        if offset == _FAR:
+            out += _F64.pack(e.opened_at)
 
 
 def decode_state(data: bytes, pos: int, clock: float) -> tuple[ExploreState, int]:
@@ -105,7 +112,14 @@ def decode_state(data: bytes, pos: int, clock: float) -> tuple[ExploreState, int
     pos += _U8.size
     exposures = []
     for _ in range(m):
-        arm, draw, propensity = _EXPOSURE.unpack_from(data, pos)
-        opened_at, pos = _dec_time(data, pos + _EXPOSURE.size, ref)
+        arm, draw, propensity, offset = _EXPOSURE.unpack_from(data, pos)
+        pos += _EXPOSURE.size
+        if offset == _FAR:
+            (opened_at,) = _F64.unpack_from(data, pos)
+            pos += _F64.size
+        elif ref is None:
+            raise ValueError("exploration time is relative to a clock that is not finite")
+        else:
+            opened_at = (ref - offset) / 1_000_000
         exposures.append(Exposure(arm, opened_at, propensity, draw))
     return ExploreState(state_clock, counts, tuple(exposures)), pos

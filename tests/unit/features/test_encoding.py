@@ -143,11 +143,11 @@ def test_a_format_4_profile_decodes_into_format_5() -> None:
     same(decode_profile(data), old)
     x = feature_vector(old, V4_EVENTS[-1], EMB)
     assert feature_vector(decode_profile(data), V4_EVENTS[-1], EMB).tobytes() == x.tobytes()
-    # The layout: weights are a count, the names' lengths and the names, then float32s; items
+    # The layout: weights are a count, the names' bytes and the names, then float32s; items
     # 4 + 4 + 4 + 4 + 3 bytes each; the recent sequence 3 bytes an event; exploration: a byte,
     # the clock (4), 2 counts (2 arms, 1 byte of kinds, 3 float32s), 2 exposures of 10 bytes.
     sizes = section_sizes(old)
-    assert sizes["weights"] == 1 + 3 + len("shoeshatssocks") + 4 * 3
+    assert sizes["weights"] == 1 + 2 + len("shoes hats socks") + 4 * 3
     assert sizes["items"] == 1 + 19 * 3 and sizes["recent"] == 1 + 3 * 5
     assert sizes["exploration"] == 1 + 4 + (1 + 2 + 1 + 4 * 3) + (1 + 2 * 10)
     assert sum(sizes.values()) == len(data)
@@ -168,9 +168,12 @@ def test_format_4_written_by_its_own_sections_decodes_exactly() -> None:
 
 def test_narrowed_fields_saturate_or_keep_their_full_width() -> None:
     p = run([ev("view", T0, category="c1", item="a"), ev("view", T0 + 30, category="é" * 200)])
-    data = encode_profile(p)  # a 400-byte name: the lengths are 2 bytes each
-    assert section_sizes(p)["weights"] == 1 + 2 * 2 + 2 + 400 + 4 * 2
-    same(decode_profile(data), p)
+    assert section_sizes(p)["weights"] == 1 + 2 + len("c1 ") + 400 + 4 * 2
+    same(decode_profile(encode_profile(p)), p)
+    # A name with a NUL (the separator) makes every name carry its length (2 bytes) instead.
+    nul = run([ev("view", T0, category="c\0"), ev("view", T0 + 30, category="")])
+    assert section_sizes(nul)["weights"] == 1 + 2 * 2 + len("c\0") + 4 * 2
+    same(decode_profile(encode_profile(nul)), nul)
 
     # Exploration times: 4 bytes within 71 minutes before the clock in whole microseconds;
     # anything else (after the clock, older, finer than a microsecond) its full 8 more.
