@@ -191,7 +191,8 @@ def test_narrowed_fields_saturate_or_keep_their_full_width() -> None:
         sizes[name] = section_sizes(q)["exploration"]
     assert sizes["far"] == sizes["near"] + 16 and sizes["fine"] == sizes["near"] + 8
     # A clock that is not a whole number of microseconds still works as the reference.
-    odd = dataclasses.replace(p, clock=p.clock + 1e-7, explore=near)
+    odd = dataclasses.replace(p, clock=p.clock + 2**-22, explore=near)
+    assert odd.clock != p.clock
     same(decode_profile(encode_profile(odd)), odd)
 
     # Weights beyond float32 (no event makes one: each adds at most 3) saturate, not raise.
