@@ -280,7 +280,7 @@ def run(
     it is not measured, so the samplers cannot disturb the figures."""
     tag = unique(f"latency-{re.sub(r'[^A-Za-z0-9_-]+', '_', system)[:60]}")  # a variant too
     topic, scores = f"in-{tag}", f"out-{tag}"
-    kafkautil.create_topics(setup.bootstrap, [topic, scores])
+    kafkautil.create_topics(setup.bootstrap, [topic, scores, f"{scores}.v2"])  # v2: OUTPUT.v2
     templates = setup.home / f"{tag}.templates.jsonl"
     write_templates(templates_src, templates)
     running = launch(setup, system, scores, tag, input_topic=topic)
