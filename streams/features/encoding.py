@@ -219,13 +219,7 @@ def _enc_cart(p: Profile, out: bytearray) -> None:
 
 
 def _dec_cart(data: bytes, pos: int, f: Fields) -> int:
-    (n,) = _U8.unpack_from(data, pos)
-    pos += _U8.size
-    cart = []
-    for _ in range(n):
-        cart.append(_ITEM.unpack_from(data, pos))
-        pos += _ITEM.size
-    f["cart"] = tuple(cart)
+    f["cart"], pos = legacy.unpack_counted(data, pos, _ITEM)
     return pos
 
 

@@ -109,14 +109,18 @@ def enc_recent(p: Profile, out: bytearray) -> None:
         out += _STEP.pack(*step)
 
 
-def dec_recent(data: bytes, pos: int, f: Fields) -> int:
+def unpack_counted(data: bytes, pos: int, record: struct.Struct) -> tuple[tuple[Any, ...], int]:
+    """A count (u8), then that many ``record`` tuples: (the tuples, the position after)."""
     (n,) = _U8.unpack_from(data, pos)
     pos += _U8.size
-    steps = []
-    for _ in range(n):
-        steps.append(_STEP.unpack_from(data, pos))
-        pos += _STEP.size
-    f["recent"] = tuple(steps)
+    end = pos + n * record.size
+    if end > len(data):
+        raise struct.error(f"{n} records of {record.size} bytes do not fit in what is left")
+    return tuple(record.iter_unpack(data[pos:end])), end
+
+
+def dec_recent(data: bytes, pos: int, f: Fields) -> int:
+    f["recent"], pos = unpack_counted(data, pos, _STEP)
     return pos
 
 
