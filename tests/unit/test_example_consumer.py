@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "score_consumer.py"
 SCORES_SCHEMA = REPO / "schemas" / "purchase-scores.v1.json"
+SCORES_V2_SCHEMA = REPO / "schemas" / "purchase-scores.v2.json"
 
 
 def load_example() -> ModuleType:
@@ -53,13 +54,36 @@ def v1_score(event_id: str = "e-1", **overrides: Any) -> dict[str, Any]:
 
 
 def v2_score(event_id: str = "e-2") -> dict[str, Any]:
-    """Shaped like purchase-scores.v2 (DESIGN.md): every v1 field plus exploration and reasons."""
+    """A purchase-scores.v2 record (validated against its schema): every v1 field plus the
+    reasons and the exploration suggestions."""
     score = v1_score(event_id)
     score.update(
         schema_version="2",
-        exploration=[{"category_id": "c-11", "propensity": 0.1, "why": "epsilon-greedy"}],
-        reasons=[{"group": "session", "impact": 0.21}],
+        reasons={
+            "reference_probability": 0.05,
+            "top": [{"code": "session_carts", "direction": "up", "impact": 0.21}],
+            "interests": [{"category_id": "c-7", "impact": 0.04}],
+        },
+        exploration={
+            "policy": "ts",
+            "rate": 1.0,
+            "floor": 0.05,
+            "suggestions": [
+                {
+                    "cluster": "k03",
+                    "categories": ["c-11", "c-12"],
+                    "draw": "sampled",
+                    "posterior_mean": 0.31,
+                    "posterior_strength": 2.0,
+                    "propensity": 0.12,
+                    "why": "similar to c-7",
+                    "similar_to": "c-7",
+                    "opened_at": "2026-01-02T03:04:05.678000+00:00",
+                }
+            ],
+        },
     )
+    jsonschema.validate(score, json.loads(SCORES_V2_SCHEMA.read_text()))
     return score
 
 
