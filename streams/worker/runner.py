@@ -517,7 +517,7 @@ class BatchRunner:
             else:
                 log.info("last checkpoint done in %.2fs", time.monotonic() - started)
 
-    def _drop_everything(self, why: str) -> None:
+    def _drop_everything(self, why: str, kind: str = "fenced") -> None:
         """Forget all unwritten state (the partitions' new owners re-apply its events)."""
         cache = self.cache
         dropped = len(cache.dirty) + len(cache.tombstones) + len(cache.pinned)
@@ -528,7 +528,7 @@ class BatchRunner:
         self.expected.clear()
         self.refetched.clear()
         self.safe_offsets.clear()
-        self.w.metrics.errors.labels("fenced").inc()
+        self.w.metrics.errors.labels(kind).inc()
 
     # -- rebalances -----------------------------------------------------------------------
 
@@ -536,7 +536,14 @@ class BatchRunner:
         """Checkpoint while the partitions are still owned, then forget them."""
         mine = {tp for tp in revoked if tp.topic in self.topics}
         async with self.lock:
-            await self._checkpoint()
+            try:
+                await self._checkpoint()
+            except Exception as exc:  # the partitions go anyway; their owner replays the rest
+                self._drop_everything(
+                    f"the checkpoint at revocation failed ({type(exc).__name__}: {exc}); the "
+                    "partitions' next owner replays from the last committed offsets",
+                    kind="checkpoint",
+                )
             self.cache.drop_partitions({tp.partition for tp in mine})
             self.retention.forget({tp.partition for tp in mine})
             for tp in mine:

@@ -465,3 +465,21 @@ def test_events_after_an_erasure_start_a_new_profile_before_the_checkpoint(rig) 
     again = click_events(3, users=1, seed=24, start=START - 600, prefix="back")
     run(rig.runner.process(fetch(0, 10, again), 1))  # the shopper returns at once
     assert _n_events(rig, user) == 3  # not 13: the erased history is not read back
+
+
+def test_a_revocation_whose_checkpoint_fails_drops_the_unwritten_state_and_goes_on(rig) -> None:
+    payloads = click_events(20, users=2, seed=25, start=START - 3600)
+
+    async def main() -> None:
+        runner = rig.runner
+        await runner.process(fetch(0, 0, payloads), 1)
+        gate = Gate()
+        gate.error = ConnectionError("changelog delivery failed")
+        gate.open.set()
+        _stall_changelog(rig, gate)
+        await runner.on_revoked({TP(TOPIC, 0)})  # does not raise into the rebalance
+
+    run(main())
+    assert rig.app.consumer.commits == []
+    assert rig.runner.cache.dirty == {} and rig.runner.cache.pinned == {}
+    assert rig.w.metrics.errors.labels("checkpoint")._value.get() == 1
