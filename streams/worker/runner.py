@@ -12,8 +12,8 @@ the scores and dead letters at once. About once a second it checkpoints, in one 
 3. one RocksDB write batch per partition;
 4. the input offsets committed.
 
-Only taking the checkpoint's snapshot (what is pending, the changed profiles, encoded) stalls
-the input loop. The four steps wait on the broker, so they run as a task while the next
+Only taking the checkpoint's snapshot (what is pending, and the changed profiles) stalls the
+input loop. The four steps wait on the broker, so they run as a task while the next
 fetches apply (``BatchRunner._checkpoint``): one at a time and in order, the profiles they
 write pinned in the cache until RocksDB has them, a failure raised at the next fetch (nothing
 of that snapshot or later is committed), and a revocation or a stop waiting for them.
@@ -394,8 +394,8 @@ class BatchRunner:
                 await self._checkpoint(wait=False)
 
     async def _checkpoint(self, *, wait: bool = True) -> None:
-        """Checkpoint (under ``lock``). The snapshot is taken here: what is pending and the
-        changed profiles, encoded and pinned in the cache. Its delivery (scores, changelog,
+        """Checkpoint (under ``lock``). The snapshot is taken here: what is pending, and the
+        changed profiles, pinned in the cache. Its flush (encoding, deliveries, changelog,
         RocksDB, commit: ``_flush``) waits for broker round trips; with ``wait=False`` it runs
         as a task while the next fetches apply, so scoring does not stall on it. One flush at
         a time, in order: a checkpoint first waits for the previous one's."""
