@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from streams.features import Profile, update
+
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
@@ -57,6 +59,14 @@ def ev(
         category_id=category,
         price=price,
     )
+
+
+def replay(events: list[Ev], profile: Profile | None = None) -> Profile:
+    """The profile after ``events``, applied in order with ``features.update``."""
+    for e in events:
+        profile = update(profile, e)
+    assert profile is not None
+    return profile
 
 
 def to_json(e: Ev) -> str:

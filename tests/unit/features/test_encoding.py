@@ -26,7 +26,8 @@ from streams.features import (
 from streams.features.encoding import _encode, section_sizes
 from streams.features.explore import ExploreConfig, Explorer, ExploreState, Exposure
 from streams.sources.simulate import Behaviour, generate
-from tests.model_fixtures import T0, Ev, ev
+from tests.model_fixtures import T0, ev
+from tests.model_fixtures import replay as run
 
 EMB = CategoryEmbeddings.empty()
 F32_MAX = 3.4028234663852886e38
@@ -34,14 +35,6 @@ F32_MAX = 3.4028234663852886e38
 
 def f32(x: float) -> float:
     return array("f", [x])[0]
-
-
-def run(events: list[Ev]) -> Profile:
-    profile = None
-    for e in events:
-        profile = update(profile, e)
-    assert profile is not None
-    return profile
 
 
 def same(a: Profile, b: Profile) -> None:

@@ -40,18 +40,12 @@ from streams.features import (
 from streams.features.profile import CART_TTL_S, INTEREST_WEIGHTS, TYPE_INDEX
 from streams.features.vector import RECENCY_CAP_S
 from tests.model_fixtures import T0, Ev, ev
+from tests.model_fixtures import replay as run
 
 HL = INTEREST_HALF_LIFE_S
 VIEW = TYPE_INDEX["view"]
 CART = TYPE_INDEX["add_to_cart"]
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-
-def run(events: list[Ev], profile: Profile | None = None) -> Profile:
-    for e in events:
-        profile = update(profile, e)
-    assert profile is not None
-    return profile
 
 
 # --- decay -------------------------------------------------------------------------------

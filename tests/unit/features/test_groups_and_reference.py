@@ -13,10 +13,8 @@ from streams.features import (
     FEATURE_NAMES,
     FEATURE_SPEC,
     CategoryEmbeddings,
-    Profile,
     feature_vector,
     top_categories,
-    update,
 )
 from streams.features.occlusion import interests_without, occlude_groups
 from streams.features.reference import (
@@ -28,21 +26,14 @@ from streams.features.reference import (
     psi,
 )
 from streams.features.vector import FEATURE_GROUPS, GROUP_DESCRIPTIONS, GROUP_NAMES
-from tests.model_fixtures import T0, Ev, ev
+from tests.model_fixtures import T0, ev
+from tests.model_fixtures import replay as run
 
 # The hash of feature spec version 1 before groups were declared: bundles trained then must
 # keep loading, so declaring groups may not change it.
 # Version 2 (item memory, open cart, repeats, propensity, the recent sequence); version 1 was
 # 7cde99b6d9a7...
 SPEC_V2_HASH = "b0e72edeedce6fa519ad563801a9b91eda113561007ef8b4fe00479dbe254ed8"
-
-
-def run(events: list[Ev]) -> Profile:
-    profile = None
-    for event in events:
-        profile = update(profile, event)
-    assert profile is not None
-    return profile
 
 
 def test_every_feature_has_one_group_declared_in_the_spec_and_the_hash_is_unchanged() -> None:

@@ -43,16 +43,10 @@ from streams.features.vector import (
 from streams.sources.taobao import read_rows, to_events
 from tests.conftest import TAOBAO_CSV
 from tests.model_fixtures import T0, Ev, ev
+from tests.model_fixtures import replay as run
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 EMB = CategoryEmbeddings.empty()
-
-
-def run(events: list[Ev], profile: Profile | None = None) -> Profile:
-    for e in events:
-        profile = update(profile, e)
-    assert profile is not None
-    return profile
 
 
 def features(events: list[Ev]) -> dict[str, float]:
