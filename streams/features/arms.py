@@ -112,10 +112,9 @@ class Arms:
         total = out.sum()
         return out / total if total > 0 else out
 
-    def prior_mean_of(self, arm: int, totals: Sequence[float]) -> float:
+    def prior_mean_of(self, arm: int, totals: Sequence[float], total: float) -> float:
         """The population prior mean of one arm for a user's interest ``totals`` per arm
-        (``totals``; the shares are them over their sum)."""
-        total = sum(totals)
+        (``totals``) and their sum ``total`` (the shares are the totals over it)."""
         z = self._bias[arm] + (
             sum(map(operator.mul, self._rows[arm], totals)) / total if total > 0 else 0.0
         )

@@ -154,11 +154,6 @@ class EventRng:
         return self.generator
 
 
-def event_rng(event_id: str) -> np.random.Generator:
-    """A new generator at the start of ``event_id``'s stream (``EventRng.seed``'s numbers)."""
-    return EventRng().seed(event_id)
-
-
 def observe(
     state: ExploreState, ts: float, arm: int | None, engaged: bool, config: ExploreConfig
 ) -> tuple[ExploreState, tuple[tuple[int, bool], ...]]:
@@ -249,7 +244,7 @@ class Explorer:
             return state, (), ()
         arms, embeddings = self.arms, self.embeddings
         shares = arms.shares(weights, embeddings)
-        exclude = {arms.arm_of(c, embeddings) for c in _strongest(weights, cfg.exclude_top)}
+        exclude = {arms.arm_of(c, embeddings) for c, _ in strongest(weights, cfg.exclude_top)}
         exclude.update(e.arm for e in state.open)
         found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
         known_share = cfg.known_share
@@ -351,12 +346,12 @@ class Explorer:
         # Runs for every score: plain Python over the few open arms (numpy's per-call overhead
         # is larger than the work at these sizes).
         totals = arms.totals(weights, embeddings)
+        total = sum(totals)
         factor = decay(state, ts, cfg)
         strength = arms.prior_strength
         if tops is None or len(tops) < min(cfg.exclude_top, len(weights)):
-            top_ids = _strongest(weights, cfg.exclude_top)
-        else:
-            top_ids = [c for c, _ in tops[: cfg.exclude_top]]
+            tops = strongest(weights, cfg.exclude_top)
+        top_ids = [c for c, _ in tops[: cfg.exclude_top]]
         out = []
         for exp in state.open:
             a = exp.arm
@@ -366,7 +361,7 @@ class Explorer:
                 if sim >= best:
                     similar, best = category, sim
             s, n = state.counts.get(a, (0.0, 0.0))
-            m = arms.prior_mean_of(a, totals)
+            m = arms.prior_mean_of(a, totals, total)
             alpha, beta = strength * m + s * factor, strength * (1.0 - m) + n * factor
             name, categories = self._arm_static(a, max_categories)
             out.append(
@@ -394,11 +389,11 @@ class Explorer:
         return found
 
 
-def _strongest(weights: Mapping[str, float], k: int) -> list[str]:
-    """The ``k`` categories of the largest weights, ties by id (``features.top_categories``'s
-    order), sorted as (-weight, id) pairs with no Python key function."""
+def strongest(weights: Mapping[str, float], k: int) -> list[tuple[str, float]]:
+    """The ``k`` largest weights as (category, weight), strongest first, ties by category id;
+    sorted as (-weight, id) pairs with no Python key function (this runs for every score)."""
     ranked = sorted(zip(map(operator.neg, weights.values()), weights.keys(), strict=True))
-    return [c for _, c in ranked[:k]]
+    return [(c, -negative) for negative, c in ranked[:k]]
 
 
 _NOTHING: Final = Decision()

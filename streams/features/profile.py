@@ -9,14 +9,13 @@ backwards; its own contribution is decayed to the clock instead.
 from __future__ import annotations
 
 import math
-import operator
 import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from streams.features.explore import ExploreState
+from streams.features.explore import ExploreState, strongest
 
 EVENT_TYPES: tuple[str, ...] = (
     "view",
@@ -357,8 +356,4 @@ def top_categories(profile: Profile, k: int) -> list[tuple[str, float]]:
     total = sum(profile.weights.values())
     if k <= 0 or total <= 0:
         return []
-    # Strongest first, ties by category id: sorting (-weight, id) pairs, with no Python key
-    # function (this runs for every score).
-    weights = profile.weights
-    ranked = sorted(zip(map(operator.neg, weights.values()), weights.keys(), strict=True))[:k]
-    return [(c, min(1.0, -negative / total)) for negative, c in ranked]
+    return [(c, min(1.0, w / total)) for c, w in strongest(profile.weights, k)]

@@ -175,12 +175,25 @@ class _Unreadable:
         self.rejection = rejection
 
 
+_EXPLORERS: dict[tuple[int, ExploreConfig], tuple[ModelBundle, Explorer]] = {}
+
+
 def explorer_for(bundle: ModelBundle, config: StepConfig) -> Explorer | None:
     """The exploration policy of a bundle, or None when exploration is off (not configured,
-    or a bundle without arms)."""
+    or a bundle without arms). Built once per bundle and config, not per batch: the policy
+    keeps its generator and per-arm caches across batches."""
     if config.explore is None or bundle.arms is None:
         return None
-    return Explorer(bundle.arms, bundle.embeddings, config.explore)
+    key = (id(bundle), config.explore)
+    cached = _EXPLORERS.get(key)
+    if cached is None or cached[0] is not bundle:
+        if len(_EXPLORERS) >= 8:  # bundles are replaced rarely (hot reload): keep a few
+            _EXPLORERS.clear()
+        cached = _EXPLORERS[key] = (
+            bundle,
+            Explorer(bundle.arms, bundle.embeddings, config.explore),
+        )
+    return cached[1]
 
 
 def apply_batch(
