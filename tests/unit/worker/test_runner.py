@@ -376,12 +376,14 @@ class Gate:
 
     def __init__(self) -> None:
         self.open = asyncio.Event()
+        self.waiting = asyncio.Event()  # set once something awaits the delivery
         self.error: BaseException | None = None
 
     def __await__(self) -> Any:
         return self._wait().__await__()
 
     async def _wait(self) -> None:
+        self.waiting.set()
         await self.open.wait()
         if self.error is not None:
             raise self.error
@@ -416,7 +418,7 @@ def test_fetches_apply_while_a_checkpoint_waits_on_the_broker_and_lose_nothing(r
         _stall_changelog(rig, gate)
         async with runner.lock:
             await runner._checkpoint(wait=False)
-        await asyncio.sleep(0.01)  # the flush is now waiting on the changelog's delivery
+        await asyncio.wait_for(gate.waiting.wait(), 5)  # the flush waits on the changelog
         assert runner.flushing is not None and not runner.flushing.done()
         # The next fetch is applied and scored while the checkpoint waits ...
         runner.cache.clean.clear()  # ... even with the cache's copies evicted: the writes in
@@ -447,7 +449,9 @@ def test_a_checkpoint_that_fails_in_the_background_stops_the_next_fetch_uncommit
         async with runner.lock:
             await runner._checkpoint(wait=False)
         gate.open.set()
-        await asyncio.sleep(0.01)
+        assert runner.flushing is not None
+        await asyncio.wait([runner.flushing], timeout=5)  # the flush has failed by now
+        assert runner.flushing.done()
         with pytest.raises(ConnectionError, match="changelog delivery failed"):
             await runner.process(fetch(0, 10, payloads[10:]), 1)
 
