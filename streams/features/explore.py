@@ -111,9 +111,12 @@ class Decision:
     eligible: tuple[int, ...] = ()  # the arms that were eligible when ``opened`` were drawn
 
 
-def _f32(x: float) -> float:
+_F32 = struct.Struct("<f")
+
+
+def f32(x: float) -> float:
     """Round to float32, the precision the profile stores, so stored == in memory."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
+    return float(_F32.unpack(_F32.pack(x))[0])
 
 
 _ISO: dict[float, str] = {}
@@ -177,7 +180,7 @@ def observe(
     for a, success in closed:
         s, n = counts.get(a, (0.0, 0.0))
         counts[a] = (s + 1.0, n) if success else (s, n + 1.0)
-    kept = {a: (_f32(s), _f32(n)) for a, (s, n) in counts.items() if s + n >= MIN_COUNT}
+    kept = {a: (f32(s), f32(n)) for a, (s, n) in counts.items() if s + n >= MIN_COUNT}
     if len(kept) > MAX_COUNTS:
         ranked = sorted(kept.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
         kept = dict(ranked[:MAX_COUNTS])
@@ -315,7 +318,7 @@ class Explorer:
             propensity = cfg.floor / n + (1.0 - cfg.floor) * (
                 rate * p_policy + (1.0 - rate) * float(j == exploit)
             )
-            opened.append(Exposure(eligible[j], ts, _f32(propensity), draw))
+            opened.append(Exposure(eligible[j], ts, f32(propensity), draw))
             alive[j] = False
             if draws is not None:
                 draws[:, j] = -np.inf  # the next slot's draw is over the arms still free

@@ -9,13 +9,12 @@ backwards; its own contribution is decayed to the clock instead.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from streams.features.explore import ExploreState, strongest
+from streams.features.explore import ExploreState, f32, strongest
 
 EVENT_TYPES: tuple[str, ...] = (
     "view",
@@ -138,7 +137,6 @@ def type_index(event_type: str) -> int:
 
 
 _K = TypeVar("_K", str, int)
-_F32 = struct.Struct("<f")
 
 
 def float32_values(values: dict[_K, float], factor: float = 1.0) -> dict[_K, float]:
@@ -147,10 +145,6 @@ def float32_values(values: dict[_K, float], factor: float = 1.0) -> dict[_K, flo
     at most 3)."""
     rounded = array("f", [v * factor for v in values.values()]).tolist()
     return dict(zip(values, rounded, strict=False))  # one value per key
-
-
-def _f32(x: float) -> float:
-    return float(_F32.unpack(_F32.pack(x))[0])
 
 
 def _decay(age_s: float, half_life_s: float) -> float:
@@ -213,7 +207,7 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
     category = event.category_id
     interest = INTEREST_WEIGHTS[etype]
     if category is not None and interest > 0:
-        weights[category] = _f32(
+        weights[category] = f32(
             weights.get(category, 0.0) + interest * _decay(age, INTEREST_HALF_LIFE_S)
         )
     _top_k(weights, TOP_K_CATEGORIES)
@@ -252,7 +246,7 @@ def update(profile: Profile | None, event: EventLike) -> Profile:
     item_gap = -1
     if event.item_id is not None:
         item = stable_hash(event.item_id)
-        items[item] = _f32(items.get(item, 0.0) + f_long_event)
+        items[item] = f32(items.get(item, 0.0) + f_long_event)
         info, item_gap, repeat = _touch_item(p.item_info.get(item), ts, etype, s_start, in_session)
         item_info[item] = info
         s_repeats = min(s_repeats + repeat, 0xFFFF)
