@@ -122,11 +122,13 @@ def pick_bundle(home: Path) -> tuple[Path, str]:
 
     # Exploration arms: as many as training fits (the worker explores by default); 0: none.
     arms = int(os.environ.get("BENCH_ARMS", str(DEFAULT_ARMS)))
-    path = make_explained_bundle(home / "bundle", "bench-logistic", seed=0, arms=arms)
+    path = make_explained_bundle(
+        home / "bundle", "bench-logistic", seed=0, arms=arms, fitted_prior=True
+    )
     return path, (
         "tests/bundles.make_explained_bundle (no models/current): logistic regression, ONNX, "
         "with a training reference (so purchase-scores.v2 carries reasons and drift is measured)"
-        + (f" and {arms} exploration arms" if arms else "")
+        + (f" and {arms} exploration arms, their prior fitted as training fits it" if arms else "")
     )
 
 

@@ -63,7 +63,17 @@ def fit_arms(
     """The arms of a bundle from its embeddings and the (time-sorted) training events."""
     groups, centroids = cluster_categories(embeddings, k, seed)
     k = len(groups)
-    placeholder = Arms(groups, centroids, np.zeros((k, k + 1)), strength)
+    return fit_prior(Arms(groups, centroids, np.zeros((k, k + 1)), strength), events, embeddings)
+
+
+def fit_prior(
+    placeholder: Arms, events: Iterable[features.EventLike], embeddings: CategoryEmbeddings
+) -> Arms:
+    """``placeholder``'s arms with the population prior fitted on the (time-sorted) events;
+    ``placeholder`` itself when they are too few to fit one."""
+    k = len(placeholder)
+    groups, centroids = placeholder.categories, placeholder.centroids
+    strength = placeholder.prior_strength
     events = list(events)
     if not events:
         return placeholder

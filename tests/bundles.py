@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streams.contracts.events import ClickEvent
 from streams.features import EMBEDDING_DIM, FEATURE_SPEC, CategoryEmbeddings
 from streams.features.reference import Reference
 from streams.model.bundle import INPUT_NAME, OUTPUT_NAME, BundleWriter, point_link
@@ -23,10 +24,12 @@ def make_bundle(
     seed: int = 0,
     reference: Reference | None = None,
     arms: int = 0,
+    fitted_prior: bool = False,
 ) -> Path:
     """Write a bundle (model.onnx, metadata.json, embeddings.npz, reference.npz when a
-    ``reference`` is given, and ``arms`` exploration arms (k-means of the embeddings, a flat
-    prior) when ``arms`` > 0) to ``directory``."""
+    ``reference`` is given, and ``arms`` exploration arms (k-means of the embeddings) when
+    ``arms`` > 0) to ``directory``. The arms' prior is flat, or with ``fitted_prior`` fitted
+    as training fits it (``explore_prior.fit_prior``) on ``simulated_events``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -63,7 +66,12 @@ def make_bundle(
             groups = [
                 [c for c, lab in zip(ids, labels, strict=True) if lab == a] for a in range(arms)
             ]
-            writer.write_arms(Arms(groups, centroids, np.zeros((arms, arms + 1)), 2.0))
+            flat = Arms(groups, centroids, np.zeros((arms, arms + 1)), 2.0)
+            if fitted_prior:
+                from model_export.explore_prior import fit_prior
+
+                flat = fit_prior(flat, simulated_events(), CategoryEmbeddings(ids, matrix))
+            writer.write_arms(flat)
         writer.publish(
             {
                 "model_version": version,
@@ -87,28 +95,40 @@ def simulated_reference(bundle: Path) -> Reference:
     embeddings, of 300 simulated shoppers over two days (seed 7), as ``intentflow train``
     fits one on its training rows. With it the worker publishes reasons and drift."""
     from streams import features
-    from streams.contracts.events import ClickEvent, decode_event
     from streams.features.reference import fit_reference
     from streams.model.bundle import load_bundle
-    from streams.sources.simulate import generate
 
     embeddings = load_bundle(bundle, threads=1).embeddings
     profiles: dict[str, features.Profile] = {}
     pairs = []
-    for record in generate(300, 2 * 86_400.0, 7):
-        event = decode_event(record.payload) if record.valid else None
-        if isinstance(event, ClickEvent):
-            profiles[event.user_id] = features.update(profiles.get(event.user_id), event)
-            pairs.append((profiles[event.user_id], event))
+    for event in simulated_events():
+        profiles[event.user_id] = features.update(profiles.get(event.user_id), event)
+        pairs.append((profiles[event.user_id], event))
     return fit_reference(features.feature_matrix(pairs, embeddings))
 
 
-def make_explained_bundle(directory: Path, version: str, *, seed: int = 0, arms: int = 0) -> Path:
+def simulated_events() -> list[ClickEvent]:
+    """The valid events of 300 simulated shoppers over two days (seed 7), in time order."""
+    from streams.contracts.events import decode_event
+    from streams.sources.simulate import generate
+
+    out = []
+    for record in generate(300, 2 * 86_400.0, 7):
+        event = decode_event(record.payload) if record.valid else None
+        if isinstance(event, ClickEvent):
+            out.append(event)
+    return out
+
+
+def make_explained_bundle(
+    directory: Path, version: str, *, seed: int = 0, arms: int = 0, fitted_prior: bool = False
+) -> Path:
     """``make_bundle`` with a ``simulated_reference``: scores come with reasons (and, with
     ``arms``, exploration suggestions)."""
     plain = make_bundle(
         directory.with_name(directory.name + "-plain"), version, seed=seed, arms=arms
     )
     return make_bundle(
-        directory, version, seed=seed, reference=simulated_reference(plain), arms=arms
-    )
+        directory, version, seed=seed, reference=simulated_reference(plain), arms=arms,
+        fitted_prior=fitted_prior,
+    )  # fmt: skip
