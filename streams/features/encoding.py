@@ -14,6 +14,8 @@ Layout, little endian: a 3-byte header (magic ``ip``, format version), then the 
                weight, first and last touch ages, carts, favourites, touches); the recent
                sequence in 3 bytes per event; exploration's times as microseconds before the
                profile clock, and its zero counts left out
+    version 6: exploration's exposures keep what their decision saw (the posterior mean and
+               strength drawn from, the top interest the arm was similar to)
 
 A new section (for example exposures) is a new ``_Section`` appended to ``_SECTIONS`` with the
 version that introduced it, and ``PROFILE_FORMAT_VERSION`` bumped: older profiles still decode,
@@ -47,7 +49,7 @@ from streams.features.profile import (
     float32_values,
 )
 
-PROFILE_FORMAT_VERSION = 5
+PROFILE_FORMAT_VERSION = 6
 READABLE_VERSIONS = tuple(range(2, PROFILE_FORMAT_VERSION + 1))  # every version since 2
 _MAGIC = b"ip"
 
@@ -279,22 +281,30 @@ def _dec_recent(data: bytes, pos: int, f: Fields) -> int:
     return pos + columns.size
 
 
-def _enc_explore(p: Profile, out: bytearray) -> None:
+def _enc_explore(p: Profile, out: bytearray, *, decisions: bool = True) -> None:
     if p.explore is None:
         out += _U8.pack(0)
     else:
         out += _U8.pack(1)
-        encode_state(p.explore, p.clock, out)
+        encode_state(p.explore, p.clock, out, decisions=decisions)
 
 
-def _dec_explore(data: bytes, pos: int, f: Fields) -> int:
+def _dec_explore(data: bytes, pos: int, f: Fields, *, decisions: bool = True) -> int:
     (present,) = _U8.unpack_from(data, pos)
     pos += _U8.size
     if present == 1:
-        f["explore"], pos = decode_state(data, pos, f["clock"])
+        f["explore"], pos = decode_state(data, pos, f["clock"], decisions=decisions)
     elif present != 0:
         raise struct.error(f"exploration marker {present} is neither 0 nor 1")
     return pos
+
+
+def _enc_explore_5(p: Profile, out: bytearray) -> None:
+    _enc_explore(p, out, decisions=False)
+
+
+def _dec_explore_5(data: bytes, pos: int, f: Fields) -> int:
+    return _dec_explore(data, pos, f, decisions=False)
 
 
 @dataclass(frozen=True)
@@ -330,7 +340,8 @@ _SECTIONS: tuple[_Section, ...] = (
     _Section("recent", 3, legacy.enc_recent, legacy.dec_recent, until=4),
     _Section("recent", 5, _enc_recent, _dec_recent),
     _Section("exploration", 4, legacy.enc_explore, legacy.dec_explore, until=4),
-    _Section("exploration", 5, _enc_explore, _dec_explore),
+    _Section("exploration", 5, _enc_explore_5, _dec_explore_5, until=5),
+    _Section("exploration", 6, _enc_explore, _dec_explore),  # with each decision's posterior
 )
 # Per readable version: the sections its bytes hold, in order, and the upgrades that bring
 # what they decode to the current format, run after them in order.

@@ -1,15 +1,17 @@
 """The bytes of an exploration state (``streams.features.explore.ExploreState``) in profile
-format 5 (``streams.features.encoding``; format 4's are in ``encoding_legacy``). Standard
-library only.
+formats 5 and 6 (``streams.features.encoding``; format 4's are in ``encoding_legacy``).
+Standard library only.
 
 Little endian: the state's clock as a time; counts: n (u8), the n arms (u8), 2 bits per arm,
 four to a byte (bit 0: successes stored, bit 1: failures stored; a count not stored is 0.0,
 as most arms have only failures), the stored counts (f32) in order; open exposures: m (u8),
-then each one's arm (u8), draw (u8), propensity (f32) and opened at (a time). A time is a u32
-of microseconds before the profile's clock (rounded to whole microseconds): exact for any event
-time (datetime's are whole microseconds) up to 71 minutes before the clock; any other time is
-0xFFFFFFFF, then its f64. Counts and propensities are float32 in memory too, so the bytes are
-exact.
+then each one's arm (u8), draw (u8), propensity (f32), in format 6 its decision's posterior
+mean and strength (f32 each), then its opened at (a time), and in format 6 the interest it
+was similar to (a name: u8 length, 0 for none, 255 for a u16 length that follows; then its
+UTF-8 bytes). A time is a u32 of microseconds before the profile's clock (rounded to whole
+microseconds): exact for any event time (datetime's are whole microseconds) up to 71 minutes
+before the clock; any other time is 0xFFFFFFFF, then its f64. Counts, propensities and
+posteriors are float32 in memory too, so the bytes are exact.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
 _EXPOSURE = struct.Struct("<BBfI")  # arm, draw, propensity, opened at (a time's u32)
+_DECIDED = struct.Struct("<BBfffI")  # format 6: and the posterior mean and strength
+_U16 = struct.Struct("<H")
+_LONG_NAME = 0xFF  # a name's length byte: a u16 length follows
 _FAR = 0xFFFFFFFF  # a time stored as its f64
 
 
@@ -62,8 +67,30 @@ def _dec_time(data: bytes, pos: int, ref: int | None) -> tuple[float, int]:
     return (ref - code) / 1_000_000, pos
 
 
-def encode_state(state: ExploreState, clock: float, out: bytearray) -> None:
-    """Append the state's bytes, its times relative to ``clock`` (the profile's)."""
+def _enc_name(name: str | None, out: bytearray) -> None:
+    data = name.encode("utf-8") if name else b""
+    if len(data) < _LONG_NAME:
+        out += _U8.pack(len(data)) + data
+    else:
+        out += _U8.pack(_LONG_NAME) + _U16.pack(len(data)) + data
+
+
+def _dec_name(data: bytes, pos: int) -> tuple[str | None, int]:
+    (n,) = _U8.unpack_from(data, pos)
+    pos += _U8.size
+    if n == _LONG_NAME:
+        (n,) = _U16.unpack_from(data, pos)
+        pos += _U16.size
+    if pos + n > len(data):
+        raise struct.error("an exposure's interest runs past the end")
+    return (data[pos : pos + n].decode("utf-8") if n else None), pos + n
+
+
+def encode_state(
+    state: ExploreState, clock: float, out: bytearray, *, decisions: bool = True
+) -> None:
+    """Append the state's bytes, its times relative to ``clock`` (the profile's): format 6's,
+    or with ``decisions=False`` format 5's (without what each exposure's decision saw)."""
     ref = _micros(clock)
     _enc_time(state.clock, ref, out)
     counts = state.counts
@@ -81,14 +108,31 @@ def encode_state(state: ExploreState, clock: float, out: bytearray) -> None:
     out += _U8.pack(len(state.open))
     for e in state.open:
         offset = _offset(e.opened_at, ref)
-        out += _EXPOSURE.pack(e.arm, e.draw, e.propensity, offset)
+        if decisions:
+            mean, strength = _posterior(e)
+            out += _DECIDED.pack(e.arm, e.draw, e.propensity, mean, strength, offset)
+        else:
+            out += _EXPOSURE.pack(e.arm, e.draw, e.propensity, offset)
         if offset == _FAR:
             out += _F64.pack(e.opened_at)
+        if decisions:
+            _enc_name(e.similar, out)
 
 
-def decode_state(data: bytes, pos: int, clock: float) -> tuple[ExploreState, int]:
-    """The state at ``pos`` (times relative to ``clock``) and the position after it;
-    struct.error or ValueError if the bytes are not one."""
+def _posterior(e: Exposure) -> tuple[float, float]:
+    """The posterior mean and strength an exposure keeps; NaN for an exposure decoded from
+    format 5 or older, which had none (decoded back to None)."""
+    if e.mean is None or e.strength is None:
+        return math.nan, math.nan
+    return e.mean, e.strength
+
+
+def decode_state(
+    data: bytes, pos: int, clock: float, *, decisions: bool = True
+) -> tuple[ExploreState, int]:
+    """The state at ``pos`` (times relative to ``clock``) and the position after it, in
+    format 6 (or 5, ``decisions=False``); struct.error or ValueError if the bytes are not
+    one."""
     ref = _micros(clock)
     state_clock, pos = _dec_time(data, pos, ref)
     if not math.isfinite(state_clock):
@@ -112,8 +156,17 @@ def decode_state(data: bytes, pos: int, clock: float) -> tuple[ExploreState, int
     pos += _U8.size
     exposures = []
     for _ in range(m):
-        arm, draw, propensity, offset = _EXPOSURE.unpack_from(data, pos)
-        pos += _EXPOSURE.size
+        mean: float | None
+        strength: float | None
+        if decisions:
+            arm, draw, propensity, m_, s_, offset = _DECIDED.unpack_from(data, pos)
+            pos += _DECIDED.size
+            # NaN: an exposure of format 5 or older, stored again
+            mean, strength = (None, None) if math.isnan(m_) or math.isnan(s_) else (m_, s_)
+        else:
+            arm, draw, propensity, offset = _EXPOSURE.unpack_from(data, pos)
+            pos += _EXPOSURE.size
+            mean = strength = None
         if offset == _FAR:
             (opened_at,) = _F64.unpack_from(data, pos)
             pos += _F64.size
@@ -121,5 +174,8 @@ def decode_state(data: bytes, pos: int, clock: float) -> tuple[ExploreState, int
             raise ValueError("exploration time is relative to a clock that is not finite")
         else:
             opened_at = (ref - offset) / 1_000_000
-        exposures.append(Exposure(arm, opened_at, propensity, draw))
+        similar = None
+        if decisions:
+            similar, pos = _dec_name(data, pos)
+        exposures.append(Exposure(arm, opened_at, propensity, draw, mean, strength, similar))
     return ExploreState(state_clock, counts, tuple(exposures)), pos

@@ -20,7 +20,10 @@ profile update, in event time:
    ``propensity_draws`` extra posterior draws, counting the real one); the floor keeps it at
    least ``floor / eligible``. Several free slots are filled from one posterior draw (its
    best arm, then its next best), each propensity given the arms already chosen.
-3. Every score lists the open exposures as its suggestions (``Explorer.suggestions``).
+3. Every score lists the open exposures as its suggestions (``Explorer.suggestions``), each as
+   its decision saw it: the arm's posterior mean and strength it drew from and the top
+   interest it was similar to are kept in the exposure (profile format 6), so a score reads
+   them instead of recomputing the prior over the user's interests.
 
 Deterministic: every random number comes from a generator seeded by the event id, so a
 replayed event yields the same decision.
@@ -84,12 +87,18 @@ class ExploreConfig:
 
 @dataclass(frozen=True, slots=True)
 class Exposure:
-    """A published suggestion waiting for its answer."""
+    """A published suggestion waiting for its answer, with what its decision saw: the arm's
+    posterior and the top interest it was similar to. ``mean`` and ``strength`` are None on
+    an exposure of profile format 5 or older, which did not keep them (``suggestions``
+    computes them when it is read)."""
 
     arm: int
     opened_at: float  # event time, unix seconds
     propensity: float  # P(this arm | the policy, the state) when it was drawn
     draw: int  # DRAW_EXPLOIT, DRAW_POLICY or DRAW_FLOOR
+    mean: float | None = None  # the arm's posterior mean when it was drawn (float32)
+    strength: float | None = None  # and its strength, in pseudo-observations (float32)
+    similar: str | None = None  # the top interest it was similar to (None: new to you)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +205,7 @@ class Explorer:
     """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
     Not thread-safe: it reuses one generator (``EventRng``)."""
 
-    __slots__ = ("_arm_out", "_rng", "arms", "config", "embeddings")
+    __slots__ = ("_arm_out", "_rng", "_suggestion_memo", "arms", "config", "embeddings")
 
     def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
         self.arms = arms
@@ -205,6 +214,8 @@ class Explorer:
         self._rng = EventRng()
         # per arm, what every suggestion of it repeats: its name and first categories
         self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
+        # per open exposure, its suggestion's object (every score of the user repeats it)
+        self._suggestion_memo: dict[tuple[Exposure, int], dict[str, Any]] = {}
 
     def apply(
         self,
@@ -246,14 +257,17 @@ class Explorer:
         if free <= 0:
             return state, (), ()
         arms, embeddings = self.arms, self.embeddings
-        shares = arms.shares(weights, embeddings)
-        exclude = {arms.arm_of(c, embeddings) for c, _ in strongest(weights, cfg.exclude_top)}
+        totals = arms.totals(weights, embeddings)
+        total = sum(totals)
+        share_list = [t / total for t in totals] if total > 0 else totals
+        top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
+        exclude = {arms.arm_of(c, embeddings) for c in top_ids}
         exclude.update(e.arm for e in state.open)
         found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
         known_share = cfg.known_share
         eligible = [
             a
-            for a, share in enumerate(shares.tolist())
+            for a, share in enumerate(share_list)
             if a not in exclude and (share < known_share or a in found)
         ]
         if not eligible:
@@ -262,6 +276,7 @@ class Explorer:
         idx = np.asarray(eligible)
         # The posterior of the eligible arms: the population prior plus the decayed counts.
         strength = arms.prior_strength
+        shares = np.asarray(share_list)
         prior = arms.prior_mean(shares, idx)
         alpha, beta = strength * prior, strength * (1.0 - prior)
         if state.counts:
@@ -274,12 +289,13 @@ class Explorer:
                     beta[i] += n * factor
         rng = self._rng.seed(event_id)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
-        mean = (alpha / (alpha + beta)).tolist()
+        both = alpha + beta
+        mean, strengths = (alpha / both).tolist(), both.tolist()
         # Exploit: the strongest known interest among the eligible (then the prior mean); only
         # needed when it can be drawn (a rate below 1) or is the policy.
         exploit_order = (
             [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
-                shares[idx].tolist(), mean, strict=True))])]
+                [share_list[a] for a in eligible], mean, strict=True))])]
             if rate < 1.0 else []
         )  # fmt: skip
         draws = None
@@ -318,7 +334,13 @@ class Explorer:
             propensity = cfg.floor / n + (1.0 - cfg.floor) * (
                 rate * p_policy + (1.0 - rate) * float(j == exploit)
             )
-            opened.append(Exposure(eligible[j], ts, f32(propensity), draw))
+            a = eligible[j]
+            opened.append(
+                Exposure(
+                    a, ts, f32(propensity), draw, f32(mean[j]), f32(strengths[j]),
+                    self._similar(a, top_ids),
+                )
+            )  # fmt: skip
             alive[j] = False
             if draws is not None:
                 draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
@@ -340,14 +362,70 @@ class Explorer:
         max_categories: int = 5,
         tops: Sequence[tuple[str, float]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The user's open suggestions as of ``ts`` (the profile's clock), as the score's
-        ``exploration.suggestions``. ``tops``: the user's strongest interests, strongest first
-        (``features.top_categories``), when the caller has them; at least ``exclude_top``."""
+        """The user's open suggestions, as the score's ``exploration.suggestions``: each as its
+        decision saw it (the posterior it drew from, the interest it was similar to), so a
+        suggestion's object is built once and repeated by every score while it is open (the
+        objects are shared: read-only). ``weights``, ``ts`` (the profile's clock) and ``tops``
+        (the user's strongest interests, strongest first, at least ``exclude_top``, when the
+        caller has them) serve the exposures of older profiles, whose posterior is computed
+        now."""
         if state is None or not state.open:
             return []
+        if any(exp.mean is None for exp in state.open):
+            return self._live_suggestions(state, weights, ts, max_categories, tops)
+        memo = self._suggestion_memo
+        out = []
+        for exp in state.open:
+            key = (exp, max_categories)
+            found = memo.get(key)
+            if found is None:
+                if len(memo) > 100_000:  # bound it for long-running workers
+                    memo.clear()
+                assert exp.mean is not None and exp.strength is not None
+                found = memo[key] = self._suggestion(
+                    exp, exp.mean, exp.strength, exp.similar, max_categories
+                )
+            out.append(found)
+        return out
+
+    def _suggestion(
+        self, exp: Exposure, mean: float, strength: float, similar: str | None, max_categories: int
+    ) -> dict[str, Any]:
+        name, categories = self._arm_static(exp.arm, max_categories)
+        return {
+            "cluster": name,
+            "categories": categories,
+            "draw": self._draw_label(exp.draw),
+            "posterior_mean": mean,
+            "posterior_strength": strength,
+            "propensity": exp.propensity,
+            "why": f"similar to {similar}" if similar else "new to you",
+            "similar_to": similar,
+            "opened_at": _iso(exp.opened_at),
+        }
+
+    def _similar(self, arm: int, top_ids: Sequence[str]) -> str | None:
+        """The first of the top interests most similar to the arm, if any reaches
+        ``SIMILAR_MIN``."""
+        arms, embeddings = self.arms, self.embeddings
+        similar, best = None, SIMILAR_MIN
+        for category in top_ids:
+            sim = arms.similarity(category, arm, embeddings)
+            if sim >= best:
+                similar, best = category, sim
+        return similar
+
+    def _live_suggestions(
+        self,
+        state: ExploreState,
+        weights: Mapping[str, float],
+        ts: float,
+        max_categories: int,
+        tops: Sequence[tuple[str, float]] | None,
+    ) -> list[dict[str, Any]]:
+        """Suggestions with the posterior as of ``ts`` and the current top interests, for the
+        exposures that did not keep their decision's (profile format 5 and older)."""
         arms, embeddings, cfg = self.arms, self.embeddings, self.config
-        # Runs for every score: plain Python over the few open arms (numpy's per-call overhead
-        # is larger than the work at these sizes).
         totals = arms.totals(weights, embeddings)
         total = sum(totals)
         factor = decay(state, ts, cfg)
@@ -357,29 +435,21 @@ class Explorer:
         top_ids = [c for c, _ in tops[: cfg.exclude_top]]
         out = []
         for exp in state.open:
+            if exp.mean is not None and exp.strength is not None:
+                out.append(
+                    self._suggestion(exp, exp.mean, exp.strength, exp.similar, max_categories)
+                )
+                continue
             a = exp.arm
-            similar, best = None, SIMILAR_MIN
-            for category in top_ids:
-                sim = arms.similarity(category, a, embeddings)
-                if sim >= best:
-                    similar, best = category, sim
             s, n = state.counts.get(a, (0.0, 0.0))
             m = arms.prior_mean_of(a, totals, total)
             alpha, beta = strength * m + s * factor, strength * (1.0 - m) + n * factor
-            name, categories = self._arm_static(a, max_categories)
             out.append(
-                {
-                    "cluster": name,
-                    "categories": categories,
-                    "draw": self._draw_label(exp.draw),
-                    "posterior_mean": alpha / (alpha + beta),
-                    "posterior_strength": alpha + beta,
-                    "propensity": exp.propensity,
-                    "why": f"similar to {similar}" if similar else "new to you",
-                    "similar_to": similar,
-                    "opened_at": _iso(exp.opened_at),
-                }
-            )
+                self._suggestion(
+                    exp, alpha / (alpha + beta), alpha + beta, self._similar(a, top_ids),
+                    max_categories,
+                )
+            )  # fmt: skip
         return out
 
     def _arm_static(self, arm: int, max_categories: int) -> tuple[str, tuple[str, ...]]:

@@ -1,7 +1,8 @@
-"""Profile format 5: exact on simulated shoppers with exploration on (a profile that goes
+"""Profile format 6: exact on simulated shoppers with exploration on (a profile that goes
 through its bytes after every event stays equal to one that never does, features, suggestions
-and dict order included), a format 4 profile written by format 4's own code decodes into it,
-and the narrowed fields saturate or fall back to their full width instead of raising."""
+and dict order included), format 4 and 5 profiles decode into it (their exposures without
+their decision's posterior, which suggestions then compute), and the narrowed fields saturate
+or fall back to their full width instead of raising."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ V4 = bytes.fromhex(
 )
 
 
-def test_a_format_4_profile_decodes_into_format_5() -> None:
+def test_a_format_4_profile_decodes_into_the_current_format() -> None:
     old = decode_profile(V4)
     # Format 4 stored float64 weights: decoded, they are float32, as format 5's profiles hold
     # them (a replay today rounds at every event, so it may differ in the last bit).
@@ -132,17 +133,18 @@ def test_a_format_4_profile_decodes_into_format_5() -> None:
         if field.name not in {"weights", "items", "explore"}:
             assert getattr(old, field.name) == getattr(replay, field.name), field.name
     data = encode_profile(old)
-    assert data[2] == 5 and len(data) < len(V4)
+    assert data[2] == 6 and len(data) < len(V4)
     same(decode_profile(data), old)
     x = feature_vector(old, V4_EVENTS[-1], EMB)
     assert feature_vector(decode_profile(data), V4_EVENTS[-1], EMB).tobytes() == x.tobytes()
     # The layout: weights are a count, the names' bytes and the names, then float32s; items
     # 4 + 4 + 4 + 4 + 3 bytes each; the recent sequence 3 bytes an event; exploration: a byte,
-    # the clock (4), 2 counts (2 arms, 1 byte of kinds, 3 float32s), 2 exposures of 10 bytes.
+    # the clock (4), 2 counts (2 arms, 1 byte of kinds, 3 float32s), 2 exposures of 19 bytes
+    # (10 as in format 5, the posterior's 8, unknown here: NaN, and no interest: 1).
     sizes = section_sizes(old)
     assert sizes["weights"] == 1 + 2 + len("shoes hats socks") + 4 * 3
     assert sizes["items"] == 1 + 19 * 3 and sizes["recent"] == 1 + 3 * 5
-    assert sizes["exploration"] == 1 + 4 + (1 + 2 + 1 + 4 * 3) + (1 + 2 * 10)
+    assert sizes["exploration"] == 1 + 4 + (1 + 2 + 1 + 4 * 3) + (1 + 2 * 19)
     assert sum(sizes.values()) == len(data)
 
 
@@ -157,6 +159,64 @@ def test_format_4_written_by_its_own_sections_decodes_exactly() -> None:
     v4 = _encode(p, 4)
     assert v4[2] == 4 and len(encode_profile(p)) < len(v4) - 200
     same(decode_profile(v4), p)  # its floats are float32 in memory already: nothing to round
+
+
+def test_exposures_keep_their_decision_and_older_ones_get_it_computed(
+    shoppers: tuple[list[ClickEvent], CategoryEmbeddings, Explorer],
+) -> None:
+    """A decided exposure keeps the posterior it was drawn from and the interest it was
+    similar to: its suggestion is what a computation at its draw gives. A format 5 profile
+    (exposures without them) decodes, and its suggestions are computed as format 5 did."""
+    events, _, explorer = shoppers
+    profiles: dict[str, Profile] = {}
+    decided = 0
+    for e in events:
+        p = profiles[e.user_id] = update(profiles.get(e.user_id), e)
+        before = p.explore
+        p.explore, decision = explorer.apply(
+            before, event_id=e.event_id, ts=e.ts, event_type=e.event_type,
+            category_id=e.category_id, weights=p.weights,
+        )  # fmt: skip
+        if not decision.opened or decided >= 200:
+            continue
+        decided += 1
+        got = explorer.suggestions(p.explore, p.weights, p.clock)
+        # The same state with the exposures stripped of their decision: computed now, at the
+        # draw's time and weights, as format 5 did for every score.
+        bare = dataclasses.replace(
+            p.explore, open=tuple(Exposure(x.arm, x.opened_at, x.propensity, x.draw)
+                                  for x in p.explore.open),
+        )  # fmt: skip
+        live = explorer.suggestions(bare, p.weights, e.ts)
+        opened = {x.arm for x in decision.opened}
+        for x, g, w in zip(p.explore.open, got, live, strict=True):
+            if x.arm not in opened:
+                continue
+            assert g["posterior_mean"] == pytest.approx(w["posterior_mean"], abs=1e-6)
+            assert g["posterior_strength"] == pytest.approx(w["posterior_strength"], rel=1e-6)
+            assert (g["why"], g["similar_to"]) == (w["why"], w["similar_to"])
+        # Format 5's bytes lose the decisions; decoded, suggestions compute them.
+        old = decode_profile(_encode(p, 5))
+        assert old.explore is not None
+        assert all(x.mean is None and x.similar is None for x in old.explore.open)
+        assert explorer.suggestions(old.explore, old.weights, old.clock) == (
+            explorer.suggestions(bare, p.weights, p.clock)
+        )
+        again = decode_profile(encode_profile(old))  # stored again as format 6: still None
+        assert again.explore == old.explore
+    assert decided > 50  # 91 on these shoppers
+
+
+def test_an_exposure_keeps_an_interest_of_any_length() -> None:
+    p = run([ev("view", T0, category="c1", item="a")])
+    for similar in (None, "c1", "é" * 128):  # 256 bytes: its length takes 3 bytes
+        state = ExploreState(
+            p.clock, {}, (Exposure(2, p.clock, f32(0.5), 1, f32(0.25), f32(2.5), similar),)
+        )
+        q = dataclasses.replace(p, explore=state)
+        same(decode_profile(encode_profile(q)), q)
+        extra = 0 if similar is None else len(similar.encode()) + (2 if len(similar) > 100 else 0)
+        assert section_sizes(q)["exploration"] == 1 + 4 + 1 + 1 + 19 + extra
 
 
 def test_narrowed_fields_saturate_or_keep_their_full_width() -> None:

@@ -161,10 +161,10 @@ def _busy_profile() -> Profile:
     )
 
 
-def test_format_5_round_trip_is_exact() -> None:
+def test_the_current_format_round_trip_is_exact() -> None:
     p = _busy_profile()
     data = encode_profile(p)
-    assert data[2] == PROFILE_FORMAT_VERSION == 5
+    assert data[2] == PROFILE_FORMAT_VERSION == 6
     assert decode_profile(data) == p
     for field in dataclasses.fields(Profile):  # every field is encoded by some section
         assert getattr(decode_profile(data), field.name) == getattr(p, field.name)
@@ -198,7 +198,7 @@ def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> Non
     for field in dataclasses.fields(Profile):
         if field.name not in same:
             assert getattr(old, field.name) == getattr(p, field.name), field.name
-    # An upgraded profile keeps working: the next event updates it and it encodes as format 5.
+    # An upgraded profile keeps working: the next event updates it and it encodes as format 6.
     nxt = update(old, ev("view", p.clock + 5, item="i3"))
     assert decode_profile(encode_profile(nxt)) == nxt
     with pytest.raises(ProfileDecodeError, match="trailing"):
@@ -208,7 +208,7 @@ def test_a_format_2_profile_decodes_with_its_items_touched_at_its_clock() -> Non
 def test_a_full_profile_is_bounded_and_real_shoppers_average_under_a_kilobyte() -> None:
     p = _busy_profile()  # every top-K structure full: the worst case
     assert len(p.items) == TOP_K_ITEMS and len(p.weights) == 32 and len(p.cart) >= 12
-    assert len(encode_profile(p)) <= 1200  # format 5: 1,151 bytes (format 4: 1,392)
+    assert len(encode_profile(p)) <= 1200  # formats 5 and 6: 1,151 bytes (format 4: 1,392)
     if not TAOBAO_CSV.exists():
         pytest.skip(f"the Taobao sample is not at {TAOBAO_CSV} (it ships in data/taobao)")
     profiles: dict[str, Profile] = {}
@@ -216,7 +216,7 @@ def test_a_full_profile_is_bounded_and_real_shoppers_average_under_a_kilobyte() 
         profiles[event.user_id] = update(profiles.get(event.user_id), event)
     sizes = [len(encode_profile(q)) for q in profiles.values()]
     assert len(sizes) == 815
-    assert statistics.mean(sizes) <= 768  # format 5: 695 bytes (format 4: 820)
+    assert statistics.mean(sizes) <= 768  # formats 5 and 6: 695 bytes (format 4: 820)
 
 
 def test_the_recent_sequence_keeps_the_last_events_as_small_integers() -> None:
