@@ -257,9 +257,8 @@ class Explorer:
         if free <= 0:
             return state, (), ()
         arms, embeddings = self.arms, self.embeddings
-        totals = arms.totals(weights, embeddings)
-        total = sum(totals)
-        share_list = [t / total for t in totals] if total > 0 else totals
+        shares = arms.shares(weights, embeddings)
+        share_list = shares.tolist()
         top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
         exclude = {arms.arm_of(c, embeddings) for c in top_ids}
         exclude.update(e.arm for e in state.open)
@@ -276,7 +275,6 @@ class Explorer:
         idx = np.asarray(eligible)
         # The posterior of the eligible arms: the population prior plus the decayed counts.
         strength = arms.prior_strength
-        shares = np.asarray(share_list)
         prior = arms.prior_mean(shares, idx)
         alpha, beta = strength * prior, strength * (1.0 - prior)
         if state.counts:
