@@ -121,10 +121,11 @@ class ScoreReasons:
 def encode_fields_v2(
     fields: dict[str, Any],
     reasons: ScoreReasons | None,
-    exploration: dict[str, Any] | None = None,
+    exploration: dict[str, Any] | orjson.Fragment | None = None,
 ) -> bytes:
     """One purchase-scores.v2 value from ``score_fields`` (every v1 field), the reasons and the
-    ``exploration`` object (``streams.processing.step.exploration``). Built with orjson, not
+    ``exploration`` object (``streams.processing.step.exploration``: a dict, or its JSON as an
+    ``orjson.Fragment``). Built with orjson, not
     through ``PurchaseScoreV2``: the contract test holds the two together, and this runs per
     score."""
     return orjson.dumps(

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from streams import features
 from streams.contracts.dead_letters import DeadLetter, dead_letter
 from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
 from streams.contracts.scores import encode_fields, score_fields
 from streams.contracts.scores_v2 import encode_fields_v2
-from streams.features.explore import ExploreConfig, Explorer
+from streams.features.explore import ExploreConfig, Explorer, Exposure
 from streams.model.bundle import ModelBundle
 from streams.privacy.redact import redact_payload
 from streams.processing import reasons
@@ -416,16 +417,43 @@ def run_step(
     )  # fmt: skip
 
 
+_WIRE: dict[tuple[Explorer, tuple[Exposure, ...]], orjson.Fragment] = {}
+
+
 def exploration(
     explorer: Explorer | None,
     profile: features.Profile,
     tops: Sequence[tuple[str, float]] | None = None,
-) -> dict[str, Any] | None:
+) -> dict[str, Any] | orjson.Fragment | None:
     """A v2 score's ``exploration`` object: the policy, its knobs and the user's open
     suggestions; None when exploration is off. ``tops``: the user's strongest interests
-    (``features.top_categories``), when the caller has them."""
+    (``features.top_categories``), when the caller has them.
+
+    Every score of a user repeats the object until a suggestion opens or closes, and open
+    suggestions keep their decision's figures, so the object's JSON is made once per set of
+    open exposures (an ``orjson.Fragment``). Exposures of older profiles, whose figures are
+    computed as of each score, get a fresh object."""
     if explorer is None:
         return None
+    state = profile.explore
+    opened = state.open if state is not None else ()
+    for exposure in opened:
+        if exposure.mean is None:
+            return _exploration_object(explorer, profile, tops)
+    key = (explorer, opened)
+    found = _WIRE.get(key)
+    if found is None:
+        if len(_WIRE) >= 100_000:  # bound it for long-running workers
+            _WIRE.clear()
+        found = _WIRE[key] = orjson.Fragment(
+            orjson.dumps(_exploration_object(explorer, profile, tops))
+        )
+    return found
+
+
+def _exploration_object(
+    explorer: Explorer, profile: features.Profile, tops: Sequence[tuple[str, float]] | None
+) -> dict[str, Any]:
     cfg = explorer.config
     return {
         "policy": cfg.policy,
