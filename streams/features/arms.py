@@ -62,7 +62,8 @@ class Arms:
         self.prior_weights = prior_weights
         self.prior_strength = float(prior_strength)
         self._index = {c: a for a, cats in enumerate(self.categories) for c in cats}
-        self._cache: dict[str, int] = {}
+        # every category's arm met so far: the known ones, then the nearest of unknown ones
+        self._cache: dict[str, int] = dict(self._index)
         # Per score, plain Python beats numpy on vectors this small (see ``prior_mean_of``).
         self._w0 = np.ascontiguousarray(prior_weights[:, 0])
         self._w1 = np.ascontiguousarray(prior_weights[:, 1:])
@@ -81,28 +82,25 @@ class Arms:
 
     def arm_of(self, category_id: str, embeddings: CategoryEmbeddings) -> int:
         """The arm of a category: its cluster, or the nearest centroid for an unknown one."""
-        arm = self._index.get(category_id)
-        if arm is not None:
-            return arm
-        return self._nearest(category_id, embeddings)
+        arm = self._cache.get(category_id)
+        return self._nearest(category_id, embeddings) if arm is None else arm
 
     def _nearest(self, category_id: str, embeddings: CategoryEmbeddings) -> int:
-        arm = self._cache.get(category_id)
-        if arm is None:
-            vec = np.asarray(embeddings.vector(category_id), dtype=np.float64)
-            arm = int(np.argmax(self.centroids[:, : vec.shape[0]] @ vec))
-            if len(self._cache) > 100_000:  # bound it for long-running workers
-                self._cache.clear()
-            self._cache[category_id] = arm
+        """An unknown category's arm (the nearest centroid to its vector), cached."""
+        vec = np.asarray(embeddings.vector(category_id), dtype=np.float64)
+        arm = int(np.argmax(self.centroids[:, : vec.shape[0]] @ vec))
+        if len(self._cache) > 100_000 + len(self._index):  # bound it for long-running workers
+            self._cache = dict(self._index)
+        self._cache[category_id] = arm
         return arm
 
     def totals(self, weights: Mapping[str, float], embeddings: CategoryEmbeddings) -> list[float]:
         """The user's interest weight per arm, in plain Python (the categories in dict order,
         so the sums are the same whichever way they are read)."""
         out = [0.0] * len(self.categories)
-        index = self._index
+        known = self._cache.get
         for category, weight in weights.items():
-            arm = index.get(category)
+            arm = known(category)
             out[self._nearest(category, embeddings) if arm is None else arm] += weight
         return out
 

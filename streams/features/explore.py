@@ -121,6 +121,7 @@ class Decision:
 
 
 _F32 = struct.Struct("<f")
+_F32X3 = struct.Struct("<3f")
 
 
 def f32(x: float) -> float:
@@ -148,21 +149,24 @@ class EventRng:
     state costs a microsecond where building a seeded generator costs ten.
     """
 
-    __slots__ = ("_bits", "generator")
+    __slots__ = ("_bits", "_state", "_words", "generator")
 
     def __init__(self) -> None:
         self._bits = np.random.SFC64(0)
         self.generator = np.random.Generator(self._bits)
+        self._words = np.zeros(4, dtype=np.uint64)  # the state, rewritten per event
+        self._state: Any = {  # numpy's SFC64 state dict
+            "bit_generator": "SFC64",
+            "state": {"state": self._words},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
 
     def seed(self, event_id: str) -> np.random.Generator:
         """The generator, at the start of ``event_id``'s stream."""
         digest = hashlib.sha256(b"intentflow-explore/" + event_id.encode("utf-8")).digest()
-        self._bits.state = {
-            "bit_generator": "SFC64",
-            "state": {"state": np.frombuffer(digest, dtype="<u8").copy()},
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
+        self._words[:] = np.frombuffer(digest, dtype="<u8")
+        self._bits.state = self._state  # copied in: the words can be reused
         return self.generator
 
 
@@ -299,13 +303,12 @@ class Explorer:
         draws = None
         if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
             draws = rng.beta(alpha, beta, size=(cfg.propensity_draws + 1, n_all))
-        alive = [True] * n_all
+        live = list(range(n_all))  # the positions still free, in order
         opened: list[Exposure] = []
         for _ in range(min(free, n_all)):
-            live = [j for j in range(n_all) if alive[j]]
             n = len(live)
             u_floor, u_rate = rng.random(2).tolist()
-            exploit = next((j for j in exploit_order if alive[j]), -1)  # -1: not needed
+            exploit = next((j for j in exploit_order if j in live), -1)  # -1: not needed
             share_j = None
             if draws is not None:
                 winners = draws.argmax(axis=1).tolist()
@@ -333,13 +336,9 @@ class Explorer:
                 rate * p_policy + (1.0 - rate) * float(j == exploit)
             )
             a = eligible[j]
-            opened.append(
-                Exposure(
-                    a, ts, f32(propensity), draw, f32(mean[j]), f32(strengths[j]),
-                    self._similar(a, top_ids),
-                )
-            )  # fmt: skip
-            alive[j] = False
+            p32, mean32, strength32 = _F32X3.unpack(_F32X3.pack(propensity, mean[j], strengths[j]))
+            opened.append(Exposure(a, ts, p32, draw, mean32, strength32, self._similar(a, top_ids)))
+            live.remove(j)
             if draws is not None:
                 draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
