@@ -120,19 +120,19 @@ class ScoreReasons:
 
 def encode_fields_v2(
     fields: dict[str, Any],
-    reasons: ScoreReasons | None,
+    reasons: ScoreReasons | dict[str, Any] | None,
     exploration: dict[str, Any] | orjson.Fragment | None = None,
 ) -> bytes:
-    """One purchase-scores.v2 value from ``score_fields`` (every v1 field), the reasons and the
-    ``exploration`` object (``streams.processing.step.exploration``: a dict, or its JSON as an
-    ``orjson.Fragment``). Built with orjson, not
-    through ``PurchaseScoreV2``: the contract test holds the two together, and this runs per
-    score."""
+    """One purchase-scores.v2 value from ``score_fields`` (every v1 field), the reasons (or
+    their ``to_wire`` object) and the ``exploration`` object
+    (``streams.processing.step.exploration``: a dict, or its JSON as an ``orjson.Fragment``).
+    Built with orjson, not through ``PurchaseScoreV2``: the contract test holds the two
+    together, and this runs per score."""
     return orjson.dumps(
         {
             "schema_version": SCORES_V2_SCHEMA_VERSION,
             **fields,
-            "reasons": reasons.to_wire() if reasons is not None else None,
+            "reasons": reasons.to_wire() if isinstance(reasons, ScoreReasons) else reasons,
             "exploration": exploration,
         }
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,18 +89,58 @@ def occlusions(
 
 @dataclass(slots=True)
 class Explained:
-    """The probabilities of a batch and their reasons, from one onnxruntime call."""
+    """The probabilities of a batch and their reasons, from one onnxruntime call. A row's
+    reasons are assembled when asked for (``wire`` for the published object, ``reasons``
+    for the step's view), from the batch's arrays."""
 
     probabilities: np.ndarray  # float32 (n,)
     reference_probability: float
     impacts: np.ndarray  # float64 (n, len(GROUPS)): p - p with the group at its reference
-    interests: list[list[tuple[str, float]]]  # per row: (category_id, p - p without it)
-    top: list[list[tuple[str, float]]]  # per row: the N_REASONS largest |impact|, none zero
+    order: list[list[int]]  # per row: its N_REASONS groups of largest |impact|, largest first
+    values: list[list[float]]  # per row: their impacts
+    categories: list[str]  # the interest copies' dropped categories, row after row
+    without: list[float]  # and their impacts, p - p without the category
+    starts: list[int]  # row j's interest copies: starts[j] to starts[j + 1]
+
+    def _top(self, j: int) -> list[tuple[str, float]]:
+        return [
+            (GROUPS[k], v) for k, v in zip(self.order[j], self.values[j], strict=True) if v != 0.0
+        ]
+
+    def _interests(self, j: int) -> list[tuple[str, float]]:
+        a, b = self.starts[j], self.starts[j + 1]
+        return list(zip(self.categories[a:b], self.without[a:b], strict=True))
+
+    @property
+    def top(self) -> list[list[tuple[str, float]]]:
+        """Per row: the N_REASONS (code, impact) of largest |impact|, none zero."""
+        return [self._top(j) for j in range(len(self.order))]
+
+    @property
+    def interests(self) -> list[list[tuple[str, float]]]:
+        """Per row: (category_id, p - p without it), strongest interest first."""
+        return [self._interests(j) for j in range(len(self.order))]
 
     def reasons(self, j: int) -> ScoreReasons:
         """Row ``j``'s reasons as published: the N_REASONS groups of largest |impact| (none
         that is exactly zero), and the impacts of its top interests, strongest interest first."""
-        return ScoreReasons(self.reference_probability, self.top[j], self.interests[j])
+        return ScoreReasons(self.reference_probability, self._top(j), self._interests(j))
+
+    def wire(self, j: int) -> dict[str, Any]:
+        """``reasons(j).to_wire()``, built in one pass (this runs for every score)."""
+        a, b = self.starts[j], self.starts[j + 1]
+        return {
+            "reference_probability": self.reference_probability,
+            "top": [
+                {"code": GROUPS[k], "direction": "up" if v > 0 else "down", "impact": v}
+                for k, v in zip(self.order[j], self.values[j], strict=True)
+                if v != 0.0
+            ],
+            "interests": [
+                {"category_id": c, "impact": i}
+                for c, i in zip(self.categories[a:b], self.without[a:b], strict=True)
+            ],
+        }
 
 
 def split(probabilities: np.ndarray, layout: Layout) -> Explained:
@@ -109,24 +150,20 @@ def split(probabilities: np.ndarray, layout: Layout) -> Explained:
     batch = p[:n]
     occluded = p[layout.groups_start : layout.interests_start].reshape(g, n).T
     impacts = batch[:, None] - occluded
-    interests: list[list[tuple[str, float]]] = [[] for _ in range(n)]
     without = batch[layout.owners] - p[layout.interests_start :]
-    for owner, category, impact in zip(
-        layout.owners.tolist(), layout.categories, without.tolist(), strict=True
-    ):
-        interests[owner].append((category, impact))
+    # The interest copies are in row order (``occlusions``): row j's start where the row
+    # numbers first reach j.
+    starts = np.searchsorted(layout.owners, np.arange(n + 1)).tolist()
     order = np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :N_REASONS]
-    values = np.take_along_axis(impacts, order, axis=1).tolist()
-    top = [
-        [(GROUPS[k], v) for k, v in zip(ks, vs, strict=True) if v != 0.0]
-        for ks, vs in zip(order.tolist(), values, strict=True)
-    ]
     return Explained(
         probabilities=probabilities[:n].astype(np.float32),
         reference_probability=float(p[n]),
         impacts=impacts,
-        interests=interests,
-        top=top,
+        order=order.tolist(),
+        values=np.take_along_axis(impacts, order, axis=1).tolist(),
+        categories=layout.categories,
+        without=without.tolist(),
+        starts=starts,
     )
 
 

@@ -368,7 +368,7 @@ def score(
                 scored_at=stamp,
             )  # fmt: skip
             value = encode_fields(fields) if "1" in versions else None
-            reasons_j = explained.reasons(j) if explained else None
+            reasons_j = explained.wire(j) if explained else None
             value_v2 = (
                 encode_fields_v2(fields, reasons_j, exploration(explorer, row.profile, tops[j]))
                 if "2" in versions else None

@@ -108,6 +108,18 @@ def test_batched_impacts_equal_one_call_per_occluded_copy(
     assert np.abs(np.array(got) - dropped).max() <= 1e-6
     # The batch's own probabilities are those of the batch scored alone.
     np.testing.assert_allclose(explained.probabilities, bundle.predict(x), atol=1e-6)
+    # Each row's interests are its own (in order, strongest first) and the published object
+    # is the reasons' wire form.
+    for j in range(len(rows)):
+        why = explained.reasons(j)
+        assert [c for c, _ in why.interests] == [c for c, _ in tops[j][: reasons.N_INTERESTS]]
+        assert explained.wire(j) == why.to_wire()
+        impacts = explained.impacts[j]
+        assert why.top == [
+            (reasons.GROUPS[k], impacts[k])
+            for k in np.argsort(-np.abs(impacts), kind="stable")[: reasons.N_REASONS]
+            if impacts[k] != 0.0
+        ]
 
 
 def test_v2_records_carry_v1_fields_and_reasons_valid_against_the_schema(
