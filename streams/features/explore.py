@@ -376,7 +376,7 @@ class Explorer:
             key = (exp, max_categories)
             found = memo.get(key)
             if found is None:
-                if len(memo) > 100_000:  # bound it for long-running workers
+                if len(memo) > 20_000:  # bound it (about 1 KB each) for long-running workers
                     memo.clear()
                 assert exp.mean is not None and exp.strength is not None
                 found = memo[key] = self._suggestion(

@@ -443,7 +443,7 @@ def exploration(
     key = (explorer, opened)
     found = _WIRE.get(key)
     if found is None:
-        if len(_WIRE) >= 100_000:  # bound it for long-running workers
+        if len(_WIRE) >= 20_000:  # bound it (about 1 KB each): the users of the last seconds
             _WIRE.clear()
         found = _WIRE[key] = orjson.Fragment(
             orjson.dumps(_exploration_object(explorer, profile, tops))
