@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         "(scores delivered, profiles written, offsets committed) before it gives up and "
         "leaves the last second to be replayed.",
     )  # fmt: skip
+    profile_format: int = Field(
+        6, ge=5, le=6,
+        description="The profile format the worker writes: 6, or 5 while an upgrade from a "
+        "worker that reads only format 5 may still be rolled back (format 5 leaves out what "
+        "each open suggestion's decision saw; suggestions then compute it).",
+    )  # fmt: skip
     profile_cache_users: int = Field(
         100_000, ge=100, le=100_000_000,
         description="Decoded profiles kept in memory: every changed one until the next "

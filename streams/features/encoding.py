@@ -51,6 +51,10 @@ from streams.features.profile import (
 
 PROFILE_FORMAT_VERSION = 6
 READABLE_VERSIONS = tuple(range(2, PROFILE_FORMAT_VERSION + 1))  # every version since 2
+# The versions a worker may be told to write (``INTENTFLOW_PROFILE_FORMAT``): the current one,
+# and the one before it while an upgrade may still be rolled back to a worker that reads only
+# that. Format 5 loses only what each open suggestion's decision saw (computed when read).
+WRITABLE_VERSIONS = (5, PROFILE_FORMAT_VERSION)
 _MAGIC = b"ip"
 
 _HEAD = struct.Struct("<2sB")
@@ -352,9 +356,15 @@ _UPGRADES = {
 }
 
 
-def encode_profile(profile: Profile) -> bytes:
-    """Compact, versioned bytes for a profile (under 1 KB for a busy user)."""
-    return _encode(profile, PROFILE_FORMAT_VERSION)
+def encode_profile(profile: Profile, version: int = PROFILE_FORMAT_VERSION) -> bytes:
+    """Compact, versioned bytes for a profile (under 1 KB for a busy user), in the current
+    format or another of ``WRITABLE_VERSIONS``."""
+    if version not in WRITABLE_VERSIONS:
+        raise ValueError(
+            f"profile format {version} cannot be written; this worker writes "
+            f"{' or '.join(map(str, WRITABLE_VERSIONS))}"
+        )
+    return _encode(profile, version)
 
 
 def _encode(profile: Profile, version: int) -> bytes:

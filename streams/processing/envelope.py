@@ -45,10 +45,13 @@ class StoredProfile:
         return topic == self.topic and partition == self.partition and offset <= self.offset
 
 
-def encode_stored(stored: StoredProfile) -> bytes:
-    """Table value: a small header, then the versioned profile encoding."""
+def encode_stored(stored: StoredProfile, profile_format: int | None = None) -> bytes:
+    """Table value: a small header, then the versioned profile encoding (the current format,
+    or ``profile_format``, one of ``features.encoding.WRITABLE_VERSIONS``)."""
     header = _V2.pack(_ENVELOPE_VERSION, stored.topic, stored.partition, stored.offset)
-    return header + features.encode_profile(stored.profile)
+    if profile_format is None:
+        return header + features.encode_profile(stored.profile)
+    return header + features.encode_profile(stored.profile, profile_format)
 
 
 def stored_clock(data: bytes) -> float:

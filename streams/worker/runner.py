@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.contracts.erasure import EraseCommand, EraseReceipt
+from streams.features import PROFILE_FORMAT_VERSION
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
 from streams.processing.step import Record, run_step
@@ -228,6 +229,13 @@ class BatchRunner:
             w.settings.pseudonym_grace_days * 86_400,
             w.settings.retention_sweep_pause_seconds,
         )
+        if w.settings.profile_format != PROFILE_FORMAT_VERSION:
+            log.warning(
+                "writing profiles in format %d (INTENTFLOW_PROFILE_FORMAT), not the current %d: "
+                "set it to %d once no worker that reads only format %d can be rolled back to",
+                w.settings.profile_format, PROFILE_FORMAT_VERSION, PROFILE_FORMAT_VERSION,
+                w.settings.profile_format,
+            )  # fmt: skip
 
     # -- the input loop ------------------------------------------------------------------
 
@@ -486,7 +494,10 @@ class BatchRunner:
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             try:
-                values[key] = encode_stored(stored) if stored is not None else None
+                values[key] = (
+                    encode_stored(stored, self.settings.profile_format)
+                    if stored is not None else None
+                )  # fmt: skip
             except Exception as exc:  # one profile must not stop every checkpoint
                 self.w.metrics.errors.labels("checkpoint_encode").inc()
                 self.cache.clean.pop(key, None)

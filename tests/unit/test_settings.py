@@ -138,3 +138,14 @@ def test_exploration_defaults_are_the_evaluated_policy_and_bad_knobs_name_the_va
     ):
         with pytest.raises(ConfigError, match=variable):
             load_settings(**overrides)
+
+
+def test_the_profile_format_written_is_the_current_one_or_the_one_before() -> None:
+    from streams.features.encoding import PROFILE_FORMAT_VERSION, WRITABLE_VERSIONS
+
+    assert load_settings().profile_format == PROFILE_FORMAT_VERSION
+    for version in WRITABLE_VERSIONS:
+        assert load_settings(profile_format=version).profile_format == version
+    for bad in (min(WRITABLE_VERSIONS) - 1, PROFILE_FORMAT_VERSION + 1):
+        with pytest.raises(ConfigError, match="INTENTFLOW_PROFILE_FORMAT"):
+            load_settings(profile_format=bad)

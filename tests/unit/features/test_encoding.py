@@ -259,3 +259,11 @@ def test_narrowed_fields_saturate_or_keep_their_full_width() -> None:
     )
     assert decode_profile(encode_profile(ahead)).item_info[item][:2] == (int(p.clock),) * 2
     assert np.isfinite(feature_vector(back, ev("view", p.clock, category="c1"), EMB)).all()
+
+
+def test_only_the_current_format_and_the_one_before_are_written() -> None:
+    p = run([ev("view", T0, category="c1", item="a")])
+    assert encode_profile(p, 5) == _encode(p, 5) and encode_profile(p) == _encode(p, 6)
+    for version in (4, 7):
+        with pytest.raises(ValueError, match=f"profile format {version} cannot be written"):
+            encode_profile(p, version)

@@ -5,6 +5,7 @@ real RocksDB."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -354,11 +355,11 @@ def test_a_profile_that_cannot_be_encoded_does_not_stop_the_checkpoint(
     run(rig.runner.process(fetch(0, 0, payloads), 1))
     real, calls = runner_module.encode_stored, []
 
-    def flaky(stored: Any) -> bytes:
+    def flaky(stored: Any, profile_format: int | None = None) -> bytes:
         calls.append(stored)
         if len(calls) == 1:
             raise OverflowError("a field out of range")
-        return real(stored)
+        return real(stored, profile_format)
 
     monkeypatch.setattr(runner_module, "encode_stored", flaky)
     run(rig.runner._checkpoint())
@@ -487,3 +488,26 @@ def test_a_revocation_whose_checkpoint_fails_drops_the_unwritten_state_and_goes_
     assert rig.app.consumer.commits == []
     assert rig.runner.cache.dirty == {} and rig.runner.cache.pinned == {}
     assert rig.w.metrics.errors.labels("checkpoint")._value.get() == 1
+
+
+def test_a_worker_told_to_write_the_previous_format_writes_it(rig) -> None:
+    """INTENTFLOW_PROFILE_FORMAT=5, for an upgrade that may be rolled back: the changelog and
+    RocksDB get format 5 bytes, which a format 5 worker reads, and which this one reads back."""
+    from streams.processing.envelope import _V2
+
+    settings = rig.w.settings.model_copy(update={"profile_format": 5})
+    w = dataclasses.replace(rig.w, settings=settings)
+    runner = BatchRunner(w)
+    payloads = click_events(20, users=2, seed=5, start=START - 3600)
+    run(runner.process(fetch(0, 0, payloads), 1))
+    run(runner._checkpoint())
+    changelog = [v for t, _, v, _ in rig.app.producer.sent if t == "changelog"]
+    assert len(changelog) == 2
+    assert all(value[_V2.size : _V2.size + 3] == b"ip\x05" for value in changelog)
+    assert sum(decode_stored(value).profile.n_events for value in changelog) == 20
+    # The default writes the current format.
+    rig.app.producer.sent.clear()
+    run(rig.runner.process(fetch(1, 0, payloads), 1))
+    run(rig.runner._checkpoint())
+    current = [v for t, _, v, _ in rig.app.producer.sent if t == "changelog"]
+    assert len(current) == 2 and all(v[_V2.size : _V2.size + 3] == b"ip\x06" for v in current)
