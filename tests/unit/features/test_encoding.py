@@ -11,6 +11,8 @@ from array import array
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from model_export.embeddings import learn_embeddings
 from model_export.explore_prior import fit_arms
@@ -267,3 +269,42 @@ def test_only_the_current_format_and_the_one_before_are_written() -> None:
     for version in (4, 7):
         with pytest.raises(ValueError, match=f"profile format {version} cannot be written"):
             encode_profile(p, version)
+
+
+_f32s = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, width=32)
+_exposures = st.builds(
+    Exposure,
+    arm=st.integers(0, 254),
+    opened_at=st.floats(T0 - 10_000.0, T0 + 10_000.0, allow_nan=False),
+    propensity=st.floats(0.0, 1.0, width=32),
+    draw=st.integers(0, 2),
+    mean=st.none() | st.floats(0.0, 1.0, width=32),
+    strength=st.none() | _f32s,
+    similar=st.none() | st.text(min_size=1, max_size=128),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    opened=st.lists(_exposures, max_size=8),
+    counts=st.dictionaries(st.integers(0, 254), st.tuples(_f32s, _f32s), max_size=32),
+)
+def test_any_exploration_state_round_trips_in_format_6_and_loses_only_decisions_in_5(
+    opened: list[Exposure], counts: dict[int, tuple[float, float]]
+) -> None:
+    p = run([ev("view", T0, category="c1", item="a")])
+    state = ExploreState(p.clock - 30.0, counts, tuple(opened))
+    q = dataclasses.replace(p, explore=state)
+    back = decode_profile(encode_profile(q))
+    assert back.explore is not None
+    # An exposure without both figures is stored without them (an older format's exposure).
+    whole = tuple(
+        x if x.mean is not None and x.strength is not None
+        else dataclasses.replace(x, mean=None, strength=None)
+        for x in opened
+    )  # fmt: skip
+    assert back.explore == dataclasses.replace(state, open=whole)
+    old = decode_profile(encode_profile(q, 5)).explore
+    assert old is not None
+    assert old.open == tuple(Exposure(x.arm, x.opened_at, x.propensity, x.draw) for x in opened)
+    assert old.counts == state.counts
