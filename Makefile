@@ -105,6 +105,10 @@ bench: setup ## Benchmarks on their own Kafka broker (BENCH_EVENTS, BENCH_REPEAT
 	@test -x $(VENV)/bin/py-spy || $(PIP) install --quiet py-spy
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.run
 
+.PHONY: compile
+compile: setup ## Opt-in: the per-event core compiled with mypyc into build/compiled (run with PYTHONPATH=build/compiled)
+	$(PY) -m streams.devtools.compile build/compiled
+
 .PHONY: clean
 clean: ## Remove caches and local state (not the venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var build

@@ -520,6 +520,24 @@ def old_worker_sources(cfg: Config, home: Path, res: Results) -> dict[str, Path]
     return {name: dest}
 
 
+def compiled_sources(cfg: Config, home: Path, res: Results) -> dict[str, Path]:
+    """``worker_compiled`` (in BENCH_SYSTEMS): the worker of the code measured, on its core
+    compiled with mypyc (``streams.devtools.compile``), run from that copy."""
+    if "worker_compiled" not in cfg.systems:
+        return {}
+    from streams.devtools.compile import MODULES, build
+
+    dest = home / "compiled"
+    try:
+        seconds = build(REPO_ROOT, dest)
+    except (RuntimeError, OSError) as exc:
+        res.skip("worker_compiled", f"mypyc could not compile the core: {exc}")
+        return {}
+    res.doc["worker_compiled"] = {"modules": list(MODULES), "build_s": round(seconds, 1)}
+    log(f"worker_compiled: {len(MODULES)} modules compiled with mypyc in {seconds:.0f} s")
+    return {"worker_compiled": dest}
+
+
 def source_identity() -> dict[str, Any]:
     """The code measured: the commit, and how it was frozen (see ``run_in_snapshot``)."""
     if os.environ.get("BENCH_SOURCE"):
@@ -635,7 +653,7 @@ def main() -> int:
             kind,
             batch_max=cfg.batch_max or worker_default_batch_max(),
             worker_batch_max=cfg.batch_max,
-            sources=old_worker_sources(cfg, home, res),
+            sources={**old_worker_sources(cfg, home, res), **compiled_sources(cfg, home, res)},
             log=log,
         )
         res.doc["batch_max"] = {

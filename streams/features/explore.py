@@ -284,11 +284,11 @@ class Explorer:
         if state.counts:
             factor = decay(state, ts, cfg)
             position = {a: i for i, a in enumerate(eligible)}
-            for a, (s, n) in state.counts.items():
+            for a, (s, f) in state.counts.items():
                 i = position.get(a)
                 if i is not None:
                     alpha[i] += s * factor
-                    beta[i] += n * factor
+                    beta[i] += f * factor
         rng = self._rng.seed(event_id)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
         both = alpha + beta
