@@ -45,6 +45,15 @@ from streams.features.vector import (
     feature_vector,
 )
 
+
+def compiled_core() -> bool:
+    """Whether this process runs the per-event modules compiled with mypyc (a copy built by
+    ``streams.devtools.compile`` first on the path) rather than these sources."""
+    from streams.features import profile
+
+    return not str(profile.__file__).endswith(".py")
+
+
 __all__ = [
     "EMBEDDING_DIM",
     "EVENT_TYPES",
@@ -62,6 +71,7 @@ __all__ = [
     "EventLike",
     "FeatureSpec",
     "Profile",
+    "compiled_core",
     "decode_profile",
     "encode_profile",
     "feature_matrix",

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.contracts.erasure import EraseCommand, EraseReceipt
-from streams.features import PROFILE_FORMAT_VERSION
+from streams.features import PROFILE_FORMAT_VERSION, compiled_core
 from streams.privacy.pseudonyms import Pseudonymizer
 from streams.processing.envelope import StoredProfile, decode_stored, encode_stored
 from streams.processing.step import Record, run_step
@@ -229,6 +229,11 @@ class BatchRunner:
             w.settings.pseudonym_grace_days * 86_400,
             w.settings.retention_sweep_pause_seconds,
         )
+        log.info(
+            "per-event core: %s",
+            "compiled with mypyc (streams.devtools.compile)"
+            if compiled_core() else "the Python sources",
+        )  # fmt: skip
         if w.settings.profile_format != PROFILE_FORMAT_VERSION:
             log.warning(
                 "writing profiles in format %d (INTENTFLOW_PROFILE_FORMAT), not the current %d: "

@@ -48,6 +48,8 @@ for i in range(0, len(records), 256):
     for user, (profile_, _) in applied.profiles.items():
         stored[user] = profile_
         digest.update(encode_stored(profile_))
+from streams.features import compiled_core
+assert compiled_core() == profile.__file__.endswith(".so")
 print(profile.__file__.rsplit("/", 1)[-1], len(records), digest.hexdigest())
 """
 
