@@ -49,6 +49,11 @@ def build(root: Path, out: Path) -> float:
     took. RuntimeError with mypyc's output if it fails (the copy is then removed)."""
     started = time.perf_counter()
     if out.exists():
+        if any(out.iterdir()) and not (out / MANIFEST).exists():
+            raise RuntimeError(
+                f"{out} exists and is not a compiled copy (no {MANIFEST}); choose a new or "
+                "empty directory"
+            )
         shutil.rmtree(out)
     shutil.copytree(
         root / "streams", out / "streams", ignore=shutil.ignore_patterns("__pycache__", "*.so")

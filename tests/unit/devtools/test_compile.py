@@ -99,3 +99,11 @@ def test_every_module_is_compiled_and_a_changed_source_is_reported_stale(
         (copy / module).write_bytes((REPO / module).read_bytes())
     (copy / MODULES[0]).write_text((REPO / MODULES[0]).read_text() + "\n# edited\n")
     assert stale(compiled, copy) == [MODULES[0]]
+
+
+def test_it_never_replaces_a_directory_that_is_not_a_compiled_copy(tmp_path: Path) -> None:
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(RuntimeError, match="is not a compiled copy"):
+        build(REPO, tmp_path)
+    assert keep.read_text() == "mine"
