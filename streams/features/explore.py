@@ -209,7 +209,7 @@ class Explorer:
     """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
     Not thread-safe: it reuses one generator (``EventRng``)."""
 
-    __slots__ = ("_arm_out", "_rng", "_suggestion_memo", "arms", "config", "embeddings")
+    __slots__ = ("_arm_out", "_rng", "arms", "config", "embeddings")
 
     def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
         self.arms = arms
@@ -218,8 +218,6 @@ class Explorer:
         self._rng = EventRng()
         # per arm, what every suggestion of it repeats: its name and first categories
         self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
-        # per open exposure, its suggestion's object (every score of the user repeats it)
-        self._suggestion_memo: dict[tuple[Exposure, int], dict[str, Any]] = {}
 
     def apply(
         self,
@@ -360,46 +358,33 @@ class Explorer:
         tops: Sequence[tuple[str, float]] | None = None,
     ) -> list[dict[str, Any]]:
         """The user's open suggestions, as the score's ``exploration.suggestions``: each as its
-        decision saw it (the posterior it drew from, the interest it was similar to), so a
-        suggestion's object is built once and repeated by every score while it is open (the
-        objects are shared: read-only). ``weights``, ``ts`` (the profile's clock) and ``tops``
-        (the user's strongest interests, strongest first, at least ``exclude_top``, when the
-        caller has them) serve the exposures of older profiles, whose posterior is computed
-        now."""
+        decision saw it (the posterior it drew from, the interest it was similar to). An
+        exposure of an older profile (format 5 and before) kept neither: its posterior is
+        computed as of ``ts`` (the profile's clock) from ``weights``, and its interest from
+        ``tops`` (the user's strongest interests, strongest first, at least ``exclude_top``,
+        when the caller has them)."""
         if state is None or not state.open:
             return []
-        if any(exp.mean is None for exp in state.open):
-            return self._live_suggestions(state, weights, ts, max_categories, tops)
-        memo = self._suggestion_memo
         out = []
         for exp in state.open:
-            key = (exp, max_categories)
-            found = memo.get(key)
-            if found is None:
-                if len(memo) > 20_000:  # bound it (about 1 KB each) for long-running workers
-                    memo.clear()
-                assert exp.mean is not None and exp.strength is not None
-                found = memo[key] = self._suggestion(
-                    exp, exp.mean, exp.strength, exp.similar, max_categories
-                )
-            out.append(found)
+            mean, strength, similar = exp.mean, exp.strength, exp.similar
+            if mean is None or strength is None:
+                mean, strength, similar = self._posterior_now(state, exp.arm, weights, ts, tops)
+            name, categories = self._arm_static(exp.arm, max_categories)
+            out.append(
+                {
+                    "cluster": name,
+                    "categories": categories,
+                    "draw": self._draw_label(exp.draw),
+                    "posterior_mean": mean,
+                    "posterior_strength": strength,
+                    "propensity": exp.propensity,
+                    "why": f"similar to {similar}" if similar else "new to you",
+                    "similar_to": similar,
+                    "opened_at": _iso(exp.opened_at),
+                }
+            )
         return out
-
-    def _suggestion(
-        self, exp: Exposure, mean: float, strength: float, similar: str | None, max_categories: int
-    ) -> dict[str, Any]:
-        name, categories = self._arm_static(exp.arm, max_categories)
-        return {
-            "cluster": name,
-            "categories": categories,
-            "draw": self._draw_label(exp.draw),
-            "posterior_mean": mean,
-            "posterior_strength": strength,
-            "propensity": exp.propensity,
-            "why": f"similar to {similar}" if similar else "new to you",
-            "similar_to": similar,
-            "opened_at": _iso(exp.opened_at),
-        }
 
     def _similar(self, arm: int, top_ids: Sequence[str]) -> str | None:
         """The first of the top interests most similar to the arm, if any reaches
@@ -412,42 +397,27 @@ class Explorer:
                 similar, best = category, sim
         return similar
 
-    def _live_suggestions(
+    def _posterior_now(
         self,
         state: ExploreState,
+        arm: int,
         weights: Mapping[str, float],
         ts: float,
-        max_categories: int,
         tops: Sequence[tuple[str, float]] | None,
-    ) -> list[dict[str, Any]]:
-        """Suggestions with the posterior as of ``ts`` and the current top interests, for the
-        exposures that did not keep their decision's (profile format 5 and older)."""
-        arms, embeddings, cfg = self.arms, self.embeddings, self.config
-        totals = arms.totals(weights, embeddings)
-        total = sum(totals)
-        factor = decay(state, ts, cfg)
-        strength = arms.prior_strength
+    ) -> tuple[float, float, str | None]:
+        """An arm's posterior mean and strength as of ``ts`` and the top interest it is similar
+        to now: what an exposure of an older profile did not keep."""
+        arms, cfg = self.arms, self.config
+        totals = arms.totals(weights, self.embeddings)
         if tops is None or len(tops) < min(cfg.exclude_top, len(weights)):
             tops = strongest(weights, cfg.exclude_top)
+        s, n = state.counts.get(arm, (0.0, 0.0))
+        factor = decay(state, ts, cfg)
+        m = arms.prior_mean_of(arm, totals, sum(totals))
+        alpha = arms.prior_strength * m + s * factor
+        beta = arms.prior_strength * (1.0 - m) + n * factor
         top_ids = [c for c, _ in tops[: cfg.exclude_top]]
-        out = []
-        for exp in state.open:
-            if exp.mean is not None and exp.strength is not None:
-                out.append(
-                    self._suggestion(exp, exp.mean, exp.strength, exp.similar, max_categories)
-                )
-                continue
-            a = exp.arm
-            s, n = state.counts.get(a, (0.0, 0.0))
-            m = arms.prior_mean_of(a, totals, total)
-            alpha, beta = strength * m + s * factor, strength * (1.0 - m) + n * factor
-            out.append(
-                self._suggestion(
-                    exp, alpha / (alpha + beta), alpha + beta, self._similar(a, top_ids),
-                    max_categories,
-                )
-            )  # fmt: skip
-        return out
+        return alpha / (alpha + beta), alpha + beta, self._similar(arm, top_ids)
 
     def _arm_static(self, arm: int, max_categories: int) -> tuple[str, tuple[str, ...]]:
         key = (arm, max_categories)
