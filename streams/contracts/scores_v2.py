@@ -11,7 +11,7 @@ A v2 record carries every v1 field (schema_version "2"), plus:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -108,14 +108,25 @@ class ScoreReasons:
 
     def to_wire(self) -> dict[str, Any]:
         """The ``reasons`` object. Probabilities are in [0, 1], so impacts are in [-1, 1]."""
-        return {
-            "reference_probability": self.reference_probability,
-            "top": [
-                {"code": code, "direction": "up" if impact > 0 else "down", "impact": impact}
-                for code, impact in self.top
-            ],
-            "interests": [{"category_id": c, "impact": i} for c, i in self.interests],
-        }
+        return reasons_wire(self.reference_probability, self.top, self.interests)
+
+
+def reasons_wire(
+    reference_probability: float,
+    top: Iterable[tuple[str, float]],
+    interests: Iterable[tuple[str, float]],
+) -> dict[str, Any]:
+    """A v2 score's ``reasons`` object: (code, impact) of its groups, largest |impact| first,
+    and (category_id, impact) of its top interests (``ScoreReasons.to_wire``, and the step's
+    per-row form, ``streams.processing.reasons.Explained.wire``)."""
+    return {
+        "reference_probability": reference_probability,
+        "top": [
+            {"code": code, "direction": "up" if impact > 0 else "down", "impact": impact}
+            for code, impact in top
+        ],
+        "interests": [{"category_id": c, "impact": i} for c, i in interests],
+    }
 
 
 def encode_fields_v2(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.contracts.scores_v2 import ScoreReasons
+from streams.contracts.scores_v2 import ScoreReasons, reasons_wire
 from streams.features import FEATURE_SPEC
 from streams.features.embeddings import EMBEDDING_DIM
 from streams.features.occlusion import interests_without, occlude_groups
@@ -127,20 +127,13 @@ class Explained:
         return ScoreReasons(self.reference_probability, self._top(j), self._interests(j))
 
     def wire(self, j: int) -> dict[str, Any]:
-        """``reasons(j).to_wire()``, built in one pass (this runs for every score)."""
+        """``reasons(j).to_wire()``, without the ``ScoreReasons`` (this runs for every score)."""
         a, b = self.starts[j], self.starts[j + 1]
-        return {
-            "reference_probability": self.reference_probability,
-            "top": [
-                {"code": GROUPS[k], "direction": "up" if v > 0 else "down", "impact": v}
-                for k, v in zip(self.order[j], self.values[j], strict=True)
-                if v != 0.0
-            ],
-            "interests": [
-                {"category_id": c, "impact": i}
-                for c, i in zip(self.categories[a:b], self.without[a:b], strict=True)
-            ],
-        }
+        return reasons_wire(
+            self.reference_probability,
+            self._top(j),
+            zip(self.categories[a:b], self.without[a:b], strict=True),
+        )
 
 
 def split(probabilities: np.ndarray, layout: Layout) -> Explained:
