@@ -140,6 +140,12 @@ def _fmt(v: Any, digits: int = 0) -> str:
     return str(v)
 
 
+def _paired(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}, {s['n']})"
+
+
 def summary(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
@@ -238,13 +244,25 @@ def summary(doc: dict[str, Any]) -> str:
                 "INTENTFLOW_* settings.",
             ]
         r, rc = doc.get("ratios", {}), doc.get("ratios_by_cpu", {})
+        paired = doc.get("ratios_paired", {})
         lines += [
             "",
-            "| ratio | by steady rate | by CPU per event (other's µs / worker's) |",
-            "|---|---|---|",
+            "| ratio | by steady rate | by CPU per event (other's µs / worker's) "
+            "| per repetition, by rate: median (min-max, pairs) | ... by CPU |",
+            "|---|---|---|---|---|",
         ]
         for k in r:
-            lines.append(f"| {k} | {_fmt(r.get(k), 3)} | {_fmt(rc.get(k), 3)} |")
+            lines.append(
+                f"| {k} | {_fmt(r.get(k), 3)} | {_fmt(rc.get(k), 3)} "
+                f"| {_paired(paired.get(k, {}).get('by_rate'))} "
+                f"| {_paired(paired.get(k, {}).get('by_cpu'))} |"
+            )
+        lines += [
+            "",
+            "The first two columns divide the medians of all runs; the last two pair the "
+            "worker's drain with the other system's drain of the same repetition (the order of "
+            "the systems rotates from one repetition to the next).",
+        ]
 
     agree = doc.get("agreement")
     if agree and agree.get("systems"):

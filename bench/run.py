@@ -199,7 +199,37 @@ def run_drain(cfg: Config, setup: drain.Setup, res: Results) -> None:
         res.doc["ratios_by_cpu"] = {  # CPU per event is less sensitive to a busy machine
             f"worker_vs_{s}": round(cpu[s] / cpu["worker"], 3) for s in others
         }
+        res.doc["ratios_paired"] = paired_ratios(runs, others)
     res.doc["agreement"] = check_agreement(runs)
+
+
+def paired_ratios(
+    runs: dict[str, list[drain.DrainRun]], others: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The worker's rate over each other system's, per repetition: the two drains of a
+    repetition run minutes apart at most, so a ratio of the pair is less exposed to the shared
+    machine's load drifting over the whole run than the ratio of the two medians. Median, range
+    and count of the pairs, by steady rate and by CPU per event."""
+    worker = {r.rep: r for r in runs.get("worker", [])}
+    out: dict[str, dict[str, Any]] = {}
+    for other in others:
+        pairs = [(worker[r.rep], r) for r in runs.get(other, []) if r.rep in worker]
+        if not pairs:
+            continue
+        out[f"worker_vs_{other}"] = {
+            "by_rate": _ratio_stats([w.steady_per_s / o.steady_per_s for w, o in pairs]),
+            "by_cpu": _ratio_stats([o.cpu_us_per_event / w.cpu_us_per_event for w, o in pairs]),
+        }
+    return out
+
+
+def _ratio_stats(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
 
 
 def check_agreement(runs: dict[str, list[drain.DrainRun]]) -> dict[str, Any]:

@@ -156,3 +156,24 @@ def test_explore_profile_sections_add_up_to_the_stored_bytes() -> None:
     on, off = result["sections_mean_on"], result["sections_mean_off"]
     assert isinstance(on, dict) and isinstance(off, dict)
     assert off["exploration"] == 1.0 < on["exploration"]
+
+
+def test_paired_ratios_pair_the_drains_of_one_repetition() -> None:
+    from bench.drain import DrainRun
+    from bench.run import paired_ratios
+
+    def run(system: str, rep: int, seconds: float, cpu_s: float) -> DrainRun:
+        return DrainRun(system, rep, 1000, 1000, 0.0, seconds, 0.0, seconds, cpu_seconds=cpu_s)
+
+    runs = {
+        # the machine slows down in repetition 1: both systems are twice as slow there
+        "worker": [run("worker", 0, 1.0, 0.10), run("worker", 1, 2.0, 0.10)],
+        "variant": [run("variant", 0, 0.8, 0.08), run("variant", 1, 1.6, 0.08)],
+        "lost": [run("lost", 3, 1.0, 0.1)],  # no worker drain in its repetition: no pair
+    }
+    got = paired_ratios(runs, ["variant", "lost"])
+    assert set(got) == {"worker_vs_variant"}
+    assert got["worker_vs_variant"]["by_rate"] == {"median": 0.8, "min": 0.8, "max": 0.8, "n": 2}
+    assert got["worker_vs_variant"]["by_cpu"]["median"] == 0.8
+    assert report._paired(got["worker_vs_variant"]["by_rate"]) == "0.800 (0.800-0.800, 2)"
+    assert report._paired(None) == "-"
