@@ -61,10 +61,25 @@ def score_fields(
     }
 
 
-def encode_fields(fields: dict[str, Any]) -> bytes:
-    """One purchase-scores.v1 value from ``score_fields``. Built with orjson, not through
-    ``PurchaseScore``: the contract test holds the two together, and this runs per score."""
-    return orjson.dumps({"schema_version": SCORES_SCHEMA_VERSION, **fields})
+# A value is ``{"schema_version": ..., <the score_fields members>, ...}``: the members are
+# serialised once per score and both versions are built around them.
+_V1_HEAD: Final = orjson.dumps({"schema_version": SCORES_SCHEMA_VERSION})[:-1] + b","
+
+
+def fields_json(fields: dict[str, Any]) -> bytes:
+    """``score_fields`` as JSON (an object, never empty), which ``encode_fields`` and
+    ``scores_v2.encode_fields_v2`` both take: a score published in v1 and v2 is serialised
+    once."""
+    return orjson.dumps(fields)
+
+
+def encode_fields(fields: dict[str, Any], serialized: bytes | None = None) -> bytes:
+    """One purchase-scores.v1 value from ``score_fields`` (or its ``fields_json``, when given as
+    ``serialized``): the bytes of ``orjson.dumps({"schema_version": "1", **fields})``. Built with
+    orjson, not through ``PurchaseScore``: the contract test holds the two together, and this
+    runs per score."""
+    body = fields_json(fields) if serialized is None else serialized
+    return _V1_HEAD + body[1:]
 
 
 def encode_score(

@@ -20,7 +20,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.contracts.events import ClickEvent, Id
-from streams.contracts.scores import TopCategory, score_fields
+from streams.contracts.scores import TopCategory, fields_json, score_fields
 
 SCORES_V2_SCHEMA_VERSION: Final = "2"
 REASON_CODE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
@@ -129,24 +129,29 @@ def reasons_wire(
     }
 
 
+_V2_HEAD: Final = orjson.dumps({"schema_version": SCORES_V2_SCHEMA_VERSION})[:-1] + b","
+
+
 def encode_fields_v2(
     fields: dict[str, Any],
     reasons: ScoreReasons | dict[str, Any] | None,
     exploration: dict[str, Any] | orjson.Fragment | None = None,
+    serialized: bytes | None = None,
 ) -> bytes:
-    """One purchase-scores.v2 value from ``score_fields`` (every v1 field), the reasons (or
-    their ``to_wire`` object) and the ``exploration`` object
-    (``streams.processing.step.exploration``: a dict, or its JSON as an ``orjson.Fragment``).
-    Built with orjson, not through ``PurchaseScoreV2``: the contract test holds the two
-    together, and this runs per score."""
-    return orjson.dumps(
+    """One purchase-scores.v2 value from ``score_fields`` (every v1 field; or its
+    ``scores.fields_json``, when given as ``serialized``), the reasons (or their ``to_wire``
+    object) and the ``exploration`` object (``streams.processing.step.exploration``: a dict, or
+    its JSON as an ``orjson.Fragment``): the bytes of ``orjson.dumps({"schema_version": "2",
+    **fields, "reasons": ..., "exploration": ...})``. Built with orjson, not through
+    ``PurchaseScoreV2``: the contract test holds the two together, and this runs per score."""
+    body = fields_json(fields) if serialized is None else serialized
+    tail = orjson.dumps(
         {
-            "schema_version": SCORES_V2_SCHEMA_VERSION,
-            **fields,
             "reasons": reasons.to_wire() if isinstance(reasons, ScoreReasons) else reasons,
             "exploration": exploration,
         }
     )
+    return b"".join((_V2_HEAD, body[1:-1], b",", tail[1:]))
 
 
 def encode_score_v2(

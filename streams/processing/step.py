@@ -23,7 +23,7 @@ import orjson
 from streams import features
 from streams.contracts.dead_letters import DeadLetter, dead_letter
 from streams.contracts.events import ClickEvent, ErrorClass, Rejection, decode_event
-from streams.contracts.scores import encode_fields, score_fields
+from streams.contracts.scores import encode_fields, fields_json, score_fields
 from streams.contracts.scores_v2 import encode_fields_v2
 from streams.features.explore import ExploreConfig, Explorer, Exposure
 from streams.model.bundle import ModelBundle
@@ -367,11 +367,13 @@ def score(
                 feature_version=bundle.feature_version, top_categories=tops[j][:top_k],
                 scored_at=stamp,
             )  # fmt: skip
-            value = encode_fields(fields) if "1" in versions else None
+            body = fields_json(fields)  # once, for both versions
+            value = encode_fields(fields, body) if "1" in versions else None
             reasons_j = explained.wire(j) if explained else None
             value_v2 = (
-                encode_fields_v2(fields, reasons_j, exploration(explorer, row.profile, tops[j]))
-                if "2" in versions else None
+                encode_fields_v2(
+                    fields, reasons_j, exploration(explorer, row.profile, tops[j]), body
+                ) if "2" in versions else None
             )  # fmt: skip
         except Exception as exc:
             dead.append(

@@ -7,9 +7,13 @@ import json
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from streams.contracts.scores import encode_fields, fields_json
 from streams.contracts.scores_v2 import (
     REASON_CODE_PATTERN,
     Exploration,
@@ -18,6 +22,7 @@ from streams.contracts.scores_v2 import (
     Reason,
     Reasons,
     Suggestion,
+    encode_fields_v2,
 )
 from streams.features import FEATURE_SPEC
 from tests.conftest import SCHEMAS
@@ -180,3 +185,59 @@ def test_schema_and_model_accept_and_reject_the_same_records(
     else:
         accepted = True
     assert accepted is valid, label
+
+
+_text = st.text(min_size=1, max_size=12)  # any characters, escapes and non-ASCII included
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "user_id": _text,
+            "event_id": _text,
+            "occurred_at": _text,
+            "scored_at": _text,
+            "purchase_probability": st.floats(0.0, 1.0),
+            "model_version": _text,
+            "feature_version": _text,
+            "top_categories": st.lists(
+                st.fixed_dictionaries({"category_id": _text, "weight": _finite}), max_size=5
+            ),
+        }
+    ),
+    reasons=st.none()
+    | st.fixed_dictionaries(
+        {
+            "reference_probability": _finite,
+            "top": st.lists(st.fixed_dictionaries({"code": _text, "impact": _finite})),
+            "interests": st.lists(st.fixed_dictionaries({"category_id": _text, "impact": _finite})),
+        }
+    ),
+    exploration=st.none() | st.dictionaries(_text, _finite | _text, max_size=3),
+    fragment=st.booleans(),
+)
+def test_values_built_around_one_serialisation_are_the_plain_dumps(
+    fields: dict[str, Any],
+    reasons: dict[str, Any] | None,
+    exploration: dict[str, Any] | None,
+    fragment: bool,
+) -> None:
+    """The worker serialises a score's fields once and builds v1 and v2 around them; the bytes
+    are those of dumping each whole value, whatever the strings and numbers."""
+    body = fields_json(fields)
+    assert (
+        encode_fields(fields, body)
+        == encode_fields(fields)
+        == orjson.dumps({"schema_version": "1", **fields})
+    )
+    given_exploration = (
+        orjson.Fragment(orjson.dumps(exploration))
+        if fragment and exploration is not None else exploration
+    )  # fmt: skip
+    expected = orjson.dumps(
+        {"schema_version": "2", **fields, "reasons": reasons, "exploration": exploration}
+    )
+    assert encode_fields_v2(fields, reasons, given_exploration, body) == expected
+    assert encode_fields_v2(fields, reasons, given_exploration) == expected
