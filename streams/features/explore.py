@@ -390,6 +390,20 @@ class Explorer:
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
         return new, tuple(opened), tuple(eligible)
 
+    def warm(self) -> int:
+        """Build the propensity tables of a new shopper's first decision, whatever arm their
+        first category is in (or none), before the first events need them: about 6 ms each,
+        one per arm, paid at start-up instead of by the first shoppers. Returns how many
+        tables there are. Decides through ``decide`` itself, so the tables are exactly the
+        ones later decisions look up; the decisions are thrown away."""
+        if self.config.policy != "ts":
+            return 0
+        firsts: list[dict[str, float]] = [{}]
+        firsts += [{cats[0]: 1.0} for cats in self.arms.categories if cats]
+        for weights in firsts:
+            self.decide(ExploreState(0.0), event_id="intentflow-warm", ts=0.0, weights=weights)
+        return len(self._tables)
+
     def _prior_table(
         self,
         state: ExploreState,

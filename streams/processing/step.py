@@ -182,7 +182,9 @@ _EXPLORERS: dict[tuple[int, ExploreConfig], tuple[ModelBundle, Explorer]] = {}
 def explorer_for(bundle: ModelBundle, config: StepConfig) -> Explorer | None:
     """The exploration policy of a bundle, or None when exploration is off (not configured,
     or a bundle without arms). Built once per bundle and config, not per batch: the policy
-    keeps its generator and per-arm caches across batches."""
+    keeps its generator and per-arm caches across batches. A new one builds the propensity
+    tables of new shoppers' first decisions at once (``Explorer.warm``, about 0.1 s): the
+    worker calls this at start-up, and a hot-reloaded bundle's first batch pays it once."""
     if config.explore is None or bundle.arms is None:
         return None
     key = (id(bundle), config.explore)
@@ -190,10 +192,9 @@ def explorer_for(bundle: ModelBundle, config: StepConfig) -> Explorer | None:
     if cached is None or cached[0] is not bundle:
         if len(_EXPLORERS) >= 8:  # bundles are replaced rarely (hot reload): keep a few
             _EXPLORERS.clear()
-        cached = _EXPLORERS[key] = (
-            bundle,
-            Explorer(bundle.arms, bundle.embeddings, config.explore),
-        )
+        explorer = Explorer(bundle.arms, bundle.embeddings, config.explore)
+        explorer.warm()
+        cached = _EXPLORERS[key] = (bundle, explorer)
     return cached[1]
 
 

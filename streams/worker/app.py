@@ -18,7 +18,7 @@ from streams.kafka.connection import KafkaConnection, connection
 from streams.model.server import ModelServer
 from streams.privacy.pseudonyms import Pseudonymizer, parse_keys
 from streams.processing.envelope import topic_identity
-from streams.processing.step import StepConfig
+from streams.processing.step import StepConfig, explorer_for
 from streams.processing.throttle import Throttle
 from streams.settings import Settings
 from streams.worker import agents, faust_compat, health
@@ -186,6 +186,8 @@ def create_app(
     )
     worker.runner = BatchRunner(worker)
     app.batch_runner = worker.runner  # type: ignore[attr-defined]  # BatchConsumer reads it
+    if models.bundle is not None:  # the policy's start-up work, before the first event
+        explorer_for(models.bundle, worker.step_config)
     agents.register(worker)
     health.register(worker)
     return worker

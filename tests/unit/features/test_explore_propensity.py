@@ -110,3 +110,15 @@ def test_two_slots_of_a_prior_only_state_log_the_second_given_the_first() -> Non
             table.share(frozenset({first.arm}), second.arm), abs=1e-6
         )
         assert second.propensity > 0.0  # the arm that won among the rest won some draws
+
+
+def test_warming_builds_every_first_decisions_table_and_changes_no_decision() -> None:
+    cold, warm = _explorer(slots=2, floor=0.05), _explorer(slots=2, floor=0.05)
+    assert warm.warm() == K + 1  # one per arm of a first interest, and one for no interest
+    built = dict(warm._tables)
+    for i in range(200):
+        weights = {f"a{i % K}": 1.0} if i % 3 else {}
+        a = cold.decide(ExploreState(0.0), event_id=f"w-{i}", ts=5.0, weights=weights)
+        b = warm.decide(ExploreState(0.0), event_id=f"w-{i}", ts=5.0, weights=weights)
+        assert a == b
+    assert warm._tables == built  # first decisions found their tables built
