@@ -32,12 +32,13 @@ replayed event yields the same decision.
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
@@ -109,6 +110,17 @@ class ExploreState:
     clock: float
     counts: Mapping[int, tuple[float, float]] = field(default_factory=dict)  # arm -> (s, f)
     open: tuple[Exposure, ...] = ()
+
+
+class _Candidates(NamedTuple):
+    """What a decision draws from, all of it computed before its first random number."""
+
+    eligible: tuple[int, ...]  # the eligible arms; a position j below is an index into it
+    alpha: np.ndarray  # their Beta posteriors (the population prior plus decayed counts)
+    beta: np.ndarray
+    mean: list[float]  # alpha / (alpha + beta)
+    strengths: list[float]  # alpha + beta
+    exploit_order: list[int]  # positions, the exploit pick first (empty: exploit not drawn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +221,7 @@ class Explorer:
     """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
     Not thread-safe: it reuses one generator (``EventRng``)."""
 
-    __slots__ = ("_arm_out", "_rng", "arms", "config", "embeddings")
+    __slots__ = ("_arm_out", "_fresh", "_rng", "arms", "config", "embeddings")
 
     def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
         self.arms = arms
@@ -218,6 +230,8 @@ class Explorer:
         self._rng = EventRng()
         # per arm, what every suggestion of it repeats: its name and first categories
         self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
+        # per arm (-1: no interest), the candidates of a fresh state (see ``_candidates``)
+        self._fresh: dict[int, _Candidates | None] = {}
 
     def apply(
         self,
@@ -258,46 +272,13 @@ class Explorer:
         free = cfg.slots - len(state.open)
         if free <= 0:
             return state, (), ()
-        arms, embeddings = self.arms, self.embeddings
-        shares = arms.shares(weights, embeddings)
-        share_list = shares.tolist()
-        top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
-        exclude = {arms.arm_of(c, embeddings) for c in top_ids}
-        exclude.update(e.arm for e in state.open)
-        found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
-        known_share = cfg.known_share
-        eligible = [
-            a
-            for a, share in enumerate(share_list)
-            if a not in exclude and (share < known_share or a in found)
-        ]
-        if not eligible:
+        top_ids, candidates = self._candidates(state, ts, weights)
+        if candidates is None:
             return state, (), ()
+        eligible, alpha, beta, mean, strengths, exploit_order = candidates
         n_all = len(eligible)
-        idx = np.asarray(eligible)
-        # The posterior of the eligible arms: the population prior plus the decayed counts.
-        strength = arms.prior_strength
-        prior = arms.prior_mean(shares, idx)
-        alpha, beta = strength * prior, strength * (1.0 - prior)
-        if state.counts:
-            factor = decay(state, ts, cfg)
-            position = {a: i for i, a in enumerate(eligible)}
-            for a, (s, f) in state.counts.items():
-                i = position.get(a)
-                if i is not None:
-                    alpha[i] += s * factor
-                    beta[i] += f * factor
         rng = self._rng.seed(event_id)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
-        both = alpha + beta
-        mean, strengths = (alpha / both).tolist(), both.tolist()
-        # Exploit: the strongest known interest among the eligible (then the prior mean); only
-        # needed when it can be drawn (a rate below 1) or is the policy.
-        exploit_order = (
-            [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
-                [share_list[a] for a in eligible], mean, strict=True))])]
-            if rate < 1.0 else []
-        )  # fmt: skip
         draws = None
         if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
             draws = rng.beta(alpha, beta, size=(cfg.propensity_draws + 1, n_all))
@@ -340,7 +321,84 @@ class Explorer:
             if draws is not None:
                 draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
-        return new, tuple(opened), tuple(eligible)
+        return new, tuple(opened), eligible
+
+    def _candidates(
+        self, state: ExploreState, ts: float, weights: Mapping[str, float]
+    ) -> tuple[Sequence[str], _Candidates | None]:
+        """The user's top interests (``exclude_top``) and what a decision draws from.
+
+        Most decisions are a new shopper's first: one interest (or none) and an empty state.
+        Then the shares are one-hot on that interest's arm (w / w is exactly 1), so the
+        candidates depend on that arm alone and are memoised per arm (``_fresh``, at most
+        one entry per arm and one for no interest: bounded by construction, and valid for
+        this Explorer's arms and config only). Their arrays are made read-only: the draws
+        are fresh arrays, and only a state with counts (never memoised) adds to alpha and
+        beta."""
+        if not state.counts and not state.open:
+            key: int | None = None
+            top_ids: tuple[str, ...] = ()
+            if not weights:
+                key = -1
+            elif len(weights) == 1:
+                ((category, weight),) = weights.items()
+                if 0.0 < weight < math.inf:
+                    key = self.arms.arm_of(category, self.embeddings)
+                    top_ids = (category,) if self.config.exclude_top > 0 else ()
+            if key is not None:
+                fresh = self._fresh
+                if key not in fresh:
+                    found = fresh[key] = self._posterior(state, ts, weights)[1]
+                    if found is not None:
+                        found.alpha.flags.writeable = found.beta.flags.writeable = False
+                return top_ids, fresh[key]
+        return self._posterior(state, ts, weights)
+
+    def _posterior(
+        self, state: ExploreState, ts: float, weights: Mapping[str, float]
+    ) -> tuple[Sequence[str], _Candidates | None]:
+        """``_candidates`` computed: the eligible arms (None if there are none), their
+        posteriors and, if exploit can be drawn, their exploit order."""
+        cfg = self.config
+        arms, embeddings = self.arms, self.embeddings
+        shares = arms.shares(weights, embeddings)
+        share_list = shares.tolist()
+        top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
+        exclude = {arms.arm_of(c, embeddings) for c in top_ids}
+        exclude.update(e.arm for e in state.open)
+        found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
+        known_share = cfg.known_share
+        eligible = [
+            a
+            for a, share in enumerate(share_list)
+            if a not in exclude and (share < known_share or a in found)
+        ]
+        if not eligible:
+            return top_ids, None
+        idx = np.asarray(eligible)
+        # The posterior of the eligible arms: the population prior plus the decayed counts.
+        strength = arms.prior_strength
+        prior = arms.prior_mean(shares, idx)
+        alpha, beta = strength * prior, strength * (1.0 - prior)
+        if state.counts:
+            factor = decay(state, ts, cfg)
+            position = {a: i for i, a in enumerate(eligible)}
+            for a, (s, f) in state.counts.items():
+                i = position.get(a)
+                if i is not None:
+                    alpha[i] += s * factor
+                    beta[i] += f * factor
+        rate = 0.0 if cfg.policy == "exploit" else cfg.rate
+        both = alpha + beta
+        mean, strengths = (alpha / both).tolist(), both.tolist()
+        # Exploit: the strongest known interest among the eligible (then the prior mean); only
+        # needed when it can be drawn (a rate below 1) or is the policy.
+        exploit_order = (
+            [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
+                [share_list[a] for a in eligible], mean, strict=True))])]
+            if rate < 1.0 else []
+        )  # fmt: skip
+        return top_ids, _Candidates(tuple(eligible), alpha, beta, mean, strengths, exploit_order)
 
     def _draw_label(self, draw: int) -> str:
         if draw == DRAW_EXPLOIT:
