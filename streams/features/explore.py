@@ -188,6 +188,12 @@ def observe(
     """Expire exposures older than the window (as of ``ts``) as failures and count an
     engagement with an open exposure's arm as a success; when that changes the counts, they
     are decayed to ``ts`` first. Out-of-order events never decay backwards."""
+    window = config.window_s
+    for exp in state.open:  # most events close nothing: say so before building anything
+        if exp.opened_at + window < ts or (engaged and exp.arm == arm and ts >= exp.opened_at):
+            break
+    else:
+        return state, ()
     closed: list[tuple[int, bool]] = []
     still: list[Exposure] = []
     for exp in state.open:
