@@ -290,10 +290,12 @@ class Explorer:
             draws = rng.beta(alpha, beta, size=(cfg.propensity_draws + 1, n_all))
         live = list(range(n_all))  # the positions still free, in order
         opened: list[Exposure] = []
-        for _ in range(min(free, n_all)):
+        slots = min(free, n_all)
+        for slot in range(slots):
             n = len(live)
             u_floor, u_rate = rng.random(2).tolist()
-            exploit = next((j for j in exploit_order if j in live), -1)  # -1: not needed
+            # -1: not needed (an empty order: exploit cannot be drawn)
+            exploit = next((j for j in exploit_order if j in live), -1) if exploit_order else -1
             share_j = None
             if draws is not None:
                 winners = draws.argmax(axis=1).tolist()
@@ -323,9 +325,10 @@ class Explorer:
             a = eligible[j]
             p32, mean32, strength32 = _F32X3.unpack(_F32X3.pack(propensity, mean[j], strengths[j]))
             opened.append(Exposure(a, ts, p32, draw, mean32, strength32, self._similar(a, top_ids)))
-            live.remove(j)
-            if draws is not None:
-                draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
+            if slot + 1 < slots:  # the next slot draws over the arms still free
+                live.remove(j)
+                if draws is not None:
+                    draws[:, j] = -np.inf
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
         return new, tuple(opened), eligible
 
