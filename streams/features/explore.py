@@ -357,17 +357,17 @@ class Explorer:
             if key is not None:
                 fresh = self._fresh
                 if key not in fresh:
-                    found = fresh[key] = self._posterior(state, ts, weights)[1]
+                    found = fresh[key] = self._compute_candidates(state, ts, weights)[1]
                     if found is not None:
                         found.alpha.flags.writeable = found.beta.flags.writeable = False
                 return top_ids, fresh[key]
-        return self._posterior(state, ts, weights)
+        return self._compute_candidates(state, ts, weights)
 
-    def _posterior(
+    def _compute_candidates(
         self, state: ExploreState, ts: float, weights: Mapping[str, float]
     ) -> tuple[Sequence[str], _Candidates | None]:
-        """``_candidates`` computed: the eligible arms (None if there are none), their
-        posteriors and, if exploit can be drawn, their exploit order."""
+        """``_candidates`` computed in full: the top interests, and the eligible arms (None if
+        there are none), their posteriors and, if exploit can be drawn, their exploit order."""
         cfg = self.config
         arms, embeddings = self.arms, self.embeddings
         shares = arms.shares(weights, embeddings)
