@@ -21,6 +21,7 @@ CONFIGS = [
     ExploreConfig(),
     ExploreConfig(policy="greedy", rate=0.5, floor=0.2),
     ExploreConfig(policy="random", rate=0.7, slots=3, exclude_top=1),
+    ExploreConfig(policy="exploit", exclude_top=0, known_share=1.5),  # the interest's arm too
 ]
 
 
