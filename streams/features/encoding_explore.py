@@ -30,6 +30,8 @@ _DECIDED = struct.Struct("<BBfffI")  # format 6: and the posterior mean and stre
 _U16 = struct.Struct("<H")
 _LONG_NAME = 0xFF  # a name's length byte: a u16 length follows
 _FAR = 0xFFFFFFFF  # a time stored as its f64
+_NO_COUNTS = _U8.pack(0)  # a state without counts: their number, 0
+_NO_NAME = _U8.pack(0)  # an exposure similar to none of the interests: a name's length, 0
 
 
 @cache
@@ -44,10 +46,13 @@ def _micros(t: float) -> int | None:
 
 
 def _offset(t: float, ref: int | None) -> int:
-    """The u32 of time ``t`` relative to ``ref``: _FAR if it does not hold ``t`` exactly."""
-    us = _micros(t)
-    if ref is not None and us is not None and 0 <= ref - us < _FAR and us / 1_000_000 == t:
-        return ref - us
+    """The u32 of time ``t`` relative to ``ref``: _FAR if it does not hold ``t`` exactly.
+    (``_micros`` inlined: this runs for every time of every state encoded.)"""
+    scaled = t * 1e6
+    if ref is not None and math.isfinite(scaled):
+        us = round(scaled)
+        if 0 <= ref - us < _FAR and us / 1_000_000 == t:
+            return ref - us
     return _FAR
 
 
@@ -68,7 +73,10 @@ def _dec_time(data: bytes, pos: int, ref: int | None) -> tuple[float, int]:
 
 
 def _enc_name(name: str | None, out: bytearray) -> None:
-    data = name.encode("utf-8") if name else b""
+    if not name:  # most exposures are "new to you"
+        out += _NO_NAME
+        return
+    data = name.encode("utf-8")
     if len(data) < _LONG_NAME:
         out += _U8.pack(len(data)) + data
     else:
@@ -94,17 +102,20 @@ def encode_state(
     ref = _micros(clock)
     _enc_time(state.clock, ref, out)
     counts = state.counts
-    out += _U8.pack(len(counts)) + bytes(counts)
-    kinds, stored = 0, []
-    for i, (s, n) in enumerate(counts.values()):
-        if s:
-            kinds |= 1 << 2 * i
-            stored.append(s)
-        if n:
-            kinds |= 2 << 2 * i
-            stored.append(n)
-    out += kinds.to_bytes((len(counts) + 3) // 4, "little")
-    out += _floats(len(stored)).pack(*stored)
+    if counts:
+        out += _U8.pack(len(counts)) + bytes(counts)
+        kinds, stored = 0, []
+        for i, (s, n) in enumerate(counts.values()):
+            if s:
+                kinds |= 1 << 2 * i
+                stored.append(s)
+            if n:
+                kinds |= 2 << 2 * i
+                stored.append(n)
+        out += kinds.to_bytes((len(counts) + 3) // 4, "little")
+        out += _floats(len(stored)).pack(*stored)
+    else:  # most states (a new shopper's): n = 0, and no arms, kinds or counts follow
+        out += _NO_COUNTS
     out += _U8.pack(len(state.open))
     for e in state.open:
         offset = _offset(e.opened_at, ref)

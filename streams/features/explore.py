@@ -38,12 +38,13 @@ replayed event yields the same decision.
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
@@ -115,6 +116,20 @@ class ExploreState:
     clock: float
     counts: Mapping[int, tuple[float, float]] = field(default_factory=dict)  # arm -> (s, f)
     open: tuple[Exposure, ...] = ()
+
+
+class _Candidates(NamedTuple):
+    """What a decision draws from, all of it computed before its first random number."""
+
+    eligible: tuple[int, ...]  # the eligible arms; a position j below is an index into it
+    alpha: np.ndarray  # their Beta posteriors (the population prior plus decayed counts)
+    beta: np.ndarray
+    mean: list[float]  # alpha / (alpha + beta)
+    strengths: list[float]  # alpha + beta
+    exploit_order: list[int]  # positions, the exploit pick first (empty: exploit not drawn)
+    # A prior-only posterior's home arm: no counts, and every interest in that arm (or none:
+    # -1), so the posterior is a function of it and the eligible arms. None for any other.
+    home: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +234,12 @@ def observe(
     """Expire exposures older than the window (as of ``ts``) as failures and count an
     engagement with an open exposure's arm as a success; when that changes the counts, they
     are decayed to ``ts`` first. Out-of-order events never decay backwards."""
+    window = config.window_s
+    for exp in state.open:  # most events close nothing: say so before building anything
+        if exp.opened_at + window < ts or (engaged and exp.arm == arm and ts >= exp.opened_at):
+            break
+    else:
+        return state, ()
     closed: list[tuple[int, bool]] = []
     still: list[Exposure] = []
     for exp in state.open:
@@ -252,7 +273,7 @@ class Explorer:
     """The exploration policy for one bundle's arms (``arms``, ``embeddings``) and a config.
     Not thread-safe: it reuses one generator (``EventRng``)."""
 
-    __slots__ = ("_arm_out", "_rng", "_tables", "arms", "config", "embeddings")
+    __slots__ = ("_arm_out", "_fresh", "_rng", "_tables", "arms", "config", "embeddings")
 
     def __init__(self, arms: Arms, embeddings: CategoryEmbeddings, config: ExploreConfig) -> None:
         self.arms = arms
@@ -261,6 +282,8 @@ class Explorer:
         self._rng = EventRng()
         # per arm, what every suggestion of it repeats: its name and first categories
         self._arm_out: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
+        # per arm (-1: no interest), the candidates of a fresh state (see ``_candidates``)
+        self._fresh: dict[int, _Candidates | None] = {}
         # the propensity tables of prior-only posteriors, by (home arm, eligible arms)
         self._tables: dict[tuple[int, tuple[int, ...]], PriorTable] = {}
 
@@ -303,57 +326,26 @@ class Explorer:
         free = cfg.slots - len(state.open)
         if free <= 0:
             return state, (), ()
-        arms, embeddings = self.arms, self.embeddings
-        shares = arms.shares(weights, embeddings)
-        share_list = shares.tolist()
-        top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
-        exclude = {arms.arm_of(c, embeddings) for c in top_ids}
-        exclude.update(e.arm for e in state.open)
-        found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
-        known_share = cfg.known_share
-        eligible = [
-            a
-            for a, share in enumerate(share_list)
-            if a not in exclude and (share < known_share or a in found)
-        ]
-        if not eligible:
+        top_ids, candidates = self._candidates(state, ts, weights)
+        if candidates is None:
             return state, (), ()
+        eligible, alpha, beta, mean, strengths, exploit_order, _ = candidates
         n_all = len(eligible)
-        idx = np.asarray(eligible)
-        # The posterior of the eligible arms: the population prior plus the decayed counts.
-        strength = arms.prior_strength
-        prior = arms.prior_mean(shares, idx)
-        alpha, beta = strength * prior, strength * (1.0 - prior)
-        if state.counts:
-            factor = decay(state, ts, cfg)
-            position = {a: i for i, a in enumerate(eligible)}
-            for a, (s, f) in state.counts.items():
-                i = position.get(a)
-                if i is not None:
-                    alpha[i] += s * factor
-                    beta[i] += f * factor
         rng = self._rng.seed(event_id)
         rate = 0.0 if cfg.policy == "exploit" else cfg.rate
-        both = alpha + beta
-        mean, strengths = (alpha / both).tolist(), both.tolist()
-        # Exploit: the strongest known interest among the eligible (then the prior mean); only
-        # needed when it can be drawn (a rate below 1) or is the policy.
-        exploit_order = (
-            [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
-                [share_list[a] for a in eligible], mean, strict=True))])]
-            if rate < 1.0 else []
-        )  # fmt: skip
         draws = table = None
         if cfg.policy == "ts":  # one posterior draw (row 0) fills every slot; the rest: propensity
-            table = self._prior_table(state, share_list, eligible, alpha, beta)
+            table = self._prior_table(candidates)
             rows = 1 if table is not None else cfg.propensity_draws + 1
             draws = rng.beta(alpha, beta, size=(rows, n_all))
         live = list(range(n_all))  # the positions still free, in order
         opened: list[Exposure] = []
-        for _ in range(min(free, n_all)):
+        slots = min(free, n_all)
+        for slot in range(slots):
             n = len(live)
             u_floor, u_rate = rng.random(2).tolist()
-            exploit = next((j for j in exploit_order if j in live), -1)  # -1: not needed
+            # -1: not needed (an empty order: exploit cannot be drawn)
+            exploit = next((j for j in exploit_order if j in live), -1) if exploit_order else -1
             winners: list[int] = []
             if draws is not None:
                 winners = draws.argmax(axis=1).tolist()
@@ -384,11 +376,98 @@ class Explorer:
             a = eligible[j]
             p32, mean32, strength32 = _F32X3.unpack(_F32X3.pack(propensity, mean[j], strengths[j]))
             opened.append(Exposure(a, ts, p32, draw, mean32, strength32, self._similar(a, top_ids)))
-            live.remove(j)
-            if draws is not None:
-                draws[:, j] = -np.inf  # the next slot's draw is over the arms still free
+            if slot + 1 < slots:  # the next slot draws over the arms still free
+                live.remove(j)
+                if draws is not None:
+                    draws[:, j] = -np.inf
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
-        return new, tuple(opened), tuple(eligible)
+        return new, tuple(opened), eligible
+
+    def _candidates(
+        self, state: ExploreState, ts: float, weights: Mapping[str, float]
+    ) -> tuple[Sequence[str], _Candidates | None]:
+        """The user's top interests (``exclude_top``) and what a decision draws from.
+
+        Most decisions are a new shopper's first: one interest (or none) and an empty state.
+        Then the shares are one-hot on that interest's arm (w / w is exactly 1), so the
+        candidates depend on that arm alone and are memoised per arm (``_fresh``, at most
+        one entry per arm and one for no interest: bounded by construction, and valid for
+        this Explorer's arms and config only). Their arrays are made read-only: the draws
+        are fresh arrays, and only a state with counts (never memoised) adds to alpha and
+        beta."""
+        if not state.counts and not state.open:
+            key: int | None = None
+            top_ids: tuple[str, ...] = ()
+            if not weights:
+                key = -1
+            elif len(weights) == 1:
+                ((category, weight),) = weights.items()
+                if 0.0 < weight < math.inf:
+                    key = self.arms.arm_of(category, self.embeddings)
+                    top_ids = (category,) if self.config.exclude_top > 0 else ()
+            if key is not None:
+                fresh = self._fresh
+                if key not in fresh:
+                    found = fresh[key] = self._compute_candidates(state, ts, weights)[1]
+                    if found is not None:
+                        found.alpha.flags.writeable = found.beta.flags.writeable = False
+                return top_ids, fresh[key]
+        return self._compute_candidates(state, ts, weights)
+
+    def _compute_candidates(
+        self, state: ExploreState, ts: float, weights: Mapping[str, float]
+    ) -> tuple[Sequence[str], _Candidates | None]:
+        """``_candidates`` computed in full: the top interests, and the eligible arms (None if
+        there are none), their posteriors and, if exploit can be drawn, their exploit order."""
+        cfg = self.config
+        arms, embeddings = self.arms, self.embeddings
+        shares = arms.shares(weights, embeddings)
+        share_list = shares.tolist()
+        top_ids = [c for c, _ in strongest(weights, cfg.exclude_top)]
+        exclude = {arms.arm_of(c, embeddings) for c in top_ids}
+        exclude.update(e.arm for e in state.open)
+        found = {a for a, (successes, _) in state.counts.items() if successes >= 0.5}
+        known_share = cfg.known_share
+        eligible = [
+            a
+            for a, share in enumerate(share_list)
+            if a not in exclude and (share < known_share or a in found)
+        ]
+        if not eligible:
+            return top_ids, None
+        idx = np.asarray(eligible)
+        # The posterior of the eligible arms: the population prior plus the decayed counts.
+        strength = arms.prior_strength
+        prior = arms.prior_mean(shares, idx)
+        alpha, beta = strength * prior, strength * (1.0 - prior)
+        if state.counts:
+            factor = decay(state, ts, cfg)
+            position = {a: i for i, a in enumerate(eligible)}
+            for a, (s, f) in state.counts.items():
+                i = position.get(a)
+                if i is not None:
+                    alpha[i] += s * factor
+                    beta[i] += f * factor
+        rate = 0.0 if cfg.policy == "exploit" else cfg.rate
+        both = alpha + beta
+        mean, strengths = (alpha / both).tolist(), both.tolist()
+        # Exploit: the strongest known interest among the eligible (then the prior mean); only
+        # needed when it can be drawn (a rate below 1) or is the policy.
+        exploit_order = (
+            [j for _, _, j in sorted([(-s, -m, j) for j, (s, m) in enumerate(zip(
+                [share_list[a] for a in eligible], mean, strict=True))])]
+            if rate < 1.0 else []
+        )  # fmt: skip
+        home = None
+        if not state.counts:  # a prior-only posterior: shares exactly one-hot, or all zero
+            zeros = share_list.count(0.0)
+            if zeros == len(share_list):
+                home = -1
+            elif zeros == len(share_list) - 1 and 1.0 in share_list:
+                home = share_list.index(1.0)
+        return top_ids, _Candidates(
+            tuple(eligible), alpha, beta, mean, strengths, exploit_order, home
+        )
 
     def warm(self) -> int:
         """Build the propensity tables of a new shopper's first decision, whatever arm their
@@ -404,32 +483,19 @@ class Explorer:
             self.decide(ExploreState(0.0), event_id="intentflow-warm", ts=0.0, weights=weights)
         return len(self._tables)
 
-    def _prior_table(
-        self,
-        state: ExploreState,
-        share_list: list[float],
-        eligible: list[int],
-        alpha: np.ndarray,
-        beta: np.ndarray,
-    ) -> PriorTable | None:
-        """The propensity table of a prior-only posterior: no counts, and every interest in one
-        arm (shares one-hot) or none (all zero), so the posterior is a function of that home
-        arm and the eligible arms. None for any other state."""
-        if state.counts:
+    def _prior_table(self, candidates: _Candidates) -> PriorTable | None:
+        """The propensity table of a prior-only posterior (``_Candidates.home``), shared by
+        every decision with the same home arm and eligible arms; None for any other."""
+        if candidates.home is None:
             return None
-        top = max(share_list)
-        if top == 1.0:
-            home = share_list.index(1.0)
-        elif top == 0.0:
-            home = -1
-        else:
-            return None
-        key = (home, tuple(eligible))
+        key = (candidates.home, candidates.eligible)
         table = self._tables.get(key)
         if table is None:
             if len(self._tables) >= MAX_PRIOR_TABLES:
                 self._tables.clear()
-            table = self._tables[key] = PriorTable(key, alpha, beta, self.config.slots)
+            table = self._tables[key] = PriorTable(
+                key, candidates.alpha, candidates.beta, self.config.slots
+            )
         return table
 
     def _draw_label(self, draw: int) -> str:

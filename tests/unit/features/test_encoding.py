@@ -7,6 +7,7 @@ or fall back to their full width instead of raising."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from array import array
 
 import numpy as np
@@ -27,6 +28,7 @@ from streams.features import (
     update,
 )
 from streams.features.encoding import _encode, section_sizes
+from streams.features.encoding_explore import encode_state
 from streams.features.explore import ExploreConfig, Explorer, ExploreState, Exposure
 from streams.sources.simulate import Behaviour, generate
 from tests.model_fixtures import T0, ev
@@ -308,3 +310,67 @@ def test_any_exploration_state_round_trips_in_format_6_and_loses_only_decisions_
     assert old is not None
     assert old.open == tuple(Exposure(x.arm, x.opened_at, x.propensity, x.draw) for x in opened)
     assert old.counts == state.counts
+
+
+_T = 1_767_225_600.0  # a profile clock (2026-01-01)
+_STATES = [
+    ExploreState(_T - 30.0),
+    ExploreState(_T - 30.0, {}, (
+        Exposure(3, _T - 12.5, 0.5, 1, 0.25, 8.0),
+        Exposure(7, _T - 1.0, 0.125, 2, 0.5, 4.0, "c0001"),
+    )),
+    ExploreState(
+        _T - 30.0, {4: (1.0, 0.0), 9: (0.0, 2.5), 200: (0.5, 0.25)},
+        (Exposure(4, _T - 86_400.0, 0.75, 0),),  # a time too far for a u32, no posterior
+    ),
+    ExploreState(_T - 30.0, {}, (Exposure(1, _T - 5.0, 0.5, 1, None, None, "x" * 300),)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "clock", "decisions", "expected"),
+    [
+        (0, _T, True, bytes.fromhex("80c3c9010000")),
+        (0, _T, False, bytes.fromhex("80c3c9010000")),
+        (0, math.nan, True, bytes.fromhex("ffffffff000080386e55da410000")),
+        (1, _T, True, bytes.fromhex(
+            "80c3c901000203010000003f0000803e0000004120bcbe000007020000003e0000003f00"
+            "00804040420f00056330303031"
+        )),
+        (1, _T, False, bytes.fromhex("80c3c901000203010000003f20bcbe0007020000003e40420f00")),
+        (1, math.nan, True, bytes.fromhex(
+            "ffffffff000080386e55da41000203010000003f0000803e00000041ffffffff0000e03c"
+            "6e55da410007020000003e0000003f00008040ffffffff0000c03f6e55da410563303030"
+            "31"
+        )),
+        (2, _T, True, bytes.fromhex(
+            "80c3c901030409c8390000803f000020400000003f0000803e0104000000403f0000c07f"
+            "0000c07fffffffff000000e01955da4100"
+        )),
+        (2, _T, False, bytes.fromhex(
+            "80c3c901030409c8390000803f000020400000003f0000803e0104000000403fffffffff"
+            "000000e01955da41"
+        )),
+        (2, math.nan, True, bytes.fromhex(
+            "ffffffff000080386e55da41030409c8390000803f000020400000003f0000803e010400"
+            "0000403f0000c07f0000c07fffffffff000000e01955da4100"
+        )),
+        (3, _T, True, bytes.fromhex(
+            "80c3c901000101010000003f0000c07f0000c07f404b4c00ff2c01"
+        ) + b"x" * 300),
+        (3, _T, False, bytes.fromhex("80c3c901000101010000003f404b4c00")),
+        (3, math.nan, True, bytes.fromhex(
+            "ffffffff000080386e55da41000101010000003f0000c07f0000c07fffffffff0000c03e"
+            "6e55da41ff2c01"
+        ) + b"x" * 300),
+    ],
+)  # fmt: skip
+def test_exploration_state_bytes_are_those_formats_5_and_6_always_wrote(
+    case: int, clock: float, decisions: bool, expected: bytes
+) -> None:
+    """Bytes written before ``encode_state``'s shortcuts (no counts, no similar interest,
+    ``_micros`` inlined): no counts, a name, a far time, a long name, a clock that is not
+    finite."""
+    out = bytearray()
+    encode_state(_STATES[case], clock, out, decisions=decisions)
+    assert bytes(out) == expected

@@ -16,6 +16,7 @@ from streams.features.explore import ExploreConfig, Explorer, ExploreState, Expo
 from streams.model.bundle import ModelBundle, load_bundle
 from streams.processing.envelope import StoredProfile
 from streams.processing.step import Record, StepConfig, explorer_for, run_step
+from streams.processing.step import exploration as exploration_of
 from streams.sources.simulate import Behaviour, generate
 from tests.bundles import make_bundle
 
@@ -170,3 +171,35 @@ def test_a_bundle_without_arms_scores_with_exploration_null(
     step = run_step(stream[:50], Store(), plain, CONFIG)
     assert step.scored.records_v2
     assert all(orjson.loads(v)["exploration"] is None for _, v in step.scored.records_v2)
+
+
+def test_the_exploration_object_is_made_once_per_set_of_open_exposures(
+    bundle: ModelBundle, stream: list[Record]
+) -> None:
+    explorer = explorer_for(bundle, CONFIG)
+    assert explorer is not None and bundle.arms is not None
+    step = run_step(stream[:200], Store(), bundle, CONFIG)
+    profile = next(
+        s.profile for s, _ in step.applied.profiles.values()
+        if s.profile.explore is not None and len(s.profile.explore.open) == 2
+    )  # fmt: skip
+    state = profile.explore
+    assert state is not None
+    first = exploration_of(explorer, profile)
+    assert isinstance(first, orjson.Fragment)
+    assert exploration_of(explorer, profile) is first  # the very same tuple of exposures
+    equal = ExploreState(state.clock, state.counts, tuple(list(state.open)))
+    assert equal.open is not state.open
+    again = features.Profile(**{**_fields(profile), "explore": equal})
+    assert exploration_of(explorer, again) is first  # an equal one, found by value
+    greedy = Explorer(bundle.arms, bundle.embeddings, ExploreConfig(policy="greedy", rate=0.5))
+    other = exploration_of(greedy, profile)  # the same tuple, another policy
+    assert orjson.loads(orjson.dumps(other))["policy"] == "greedy"
+    assert orjson.loads(orjson.dumps(first))["policy"] == "ts"
+    # An exposure of an older profile keeps no posterior: computed for each score, never kept.
+    old = ExploreState(
+        state.clock, state.counts, (Exposure(state.open[0].arm, state.clock, 0.5, 1),)
+    )
+    older = features.Profile(**{**_fields(profile), "explore": old})
+    assert isinstance(exploration_of(explorer, older), dict)
+    assert isinstance(exploration_of(explorer, older), dict)
