@@ -132,11 +132,11 @@ def pick_bundle(home: Path) -> tuple[Path, str]:
     )
 
 
-def stats(values: list[float]) -> dict[str, float]:
+def stats(values: list[float], digits: int = 1) -> dict[str, float]:
     return {
-        "median": round(statistics.median(values), 1),
-        "min": round(min(values), 1),
-        "max": round(max(values), 1),
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
         "n": len(values),
     }
 
@@ -217,19 +217,10 @@ def paired_ratios(
         if not pairs:
             continue
         out[f"worker_vs_{other}"] = {
-            "by_rate": _ratio_stats([w.steady_per_s / o.steady_per_s for w, o in pairs]),
-            "by_cpu": _ratio_stats([o.cpu_us_per_event / w.cpu_us_per_event for w, o in pairs]),
+            "by_rate": stats([w.steady_per_s / o.steady_per_s for w, o in pairs], digits=3),
+            "by_cpu": stats([o.cpu_us_per_event / w.cpu_us_per_event for w, o in pairs], digits=3),
         }
     return out
-
-
-def _ratio_stats(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-        "n": len(values),
-    }
 
 
 def check_agreement(runs: dict[str, list[drain.DrainRun]]) -> dict[str, Any]:
