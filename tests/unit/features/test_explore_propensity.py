@@ -3,11 +3,11 @@ each logged suggestion by one over its propensity (inverse propensity weighting)
 arm as often as the policy suggests it.
 
 A prior-only posterior logs the probability ``p`` that the arm wins a draw, from a shared table
-of 8,192 draws: its weights are exact to a few per cent for an arm chosen a tenth of the time. Any other posterior logs (1 + W) / 17, W the
-16 extra rows the arm wins, whose inverse estimates 1 / p with expectation
-(1 - (1 - p)^17) / p: close to 1 / p except for rarely chosen arms. (W / 16 estimates ``p``
-itself without bias, but an arm that wins none of the rows would then be weighted by the floor
-alone, and the weights average several times too much.)
+of 8,192 draws: its weights are exact to a few per cent for an arm chosen a tenth of the time.
+Any other posterior logs (1 + W) / 17, W the 16 extra rows the arm wins, whose inverse
+estimates 1 / p with expectation (1 - (1 - p)^17) / p: close to 1 / p except for rarely chosen
+arms. (W / 16 estimates ``p`` itself without bias, but an arm that wins none of the rows would
+then be weighted by the floor alone, and the weights average several times too much.)
 """
 
 from __future__ import annotations
