@@ -475,7 +475,7 @@ class Explorer:
 
     def warm(self) -> int:
         """Build the propensity tables of a new shopper's first decision, whatever arm their
-        first category is in (or none), before the first events need them: about 6 ms each,
+        first category is in (or none), before the first events need them: about 10 ms each,
         one per arm, paid at start-up instead of by the first shoppers. Returns how many
         tables there are. Decides through ``decide`` itself, so the tables are exactly the
         ones later decisions look up; the decisions are thrown away."""

@@ -183,7 +183,7 @@ def explorer_for(bundle: ModelBundle, config: StepConfig) -> Explorer | None:
     """The exploration policy of a bundle, or None when exploration is off (not configured,
     or a bundle without arms). Built once per bundle and config, not per batch: the policy
     keeps its generator and per-arm caches across batches. A new one builds the propensity
-    tables of new shoppers' first decisions at once (``Explorer.warm``, about 0.1 s): the
+    tables of new shoppers' first decisions at once (``Explorer.warm``, about 0.25 s): the
     worker calls this at start-up, and a hot-reloaded bundle's first batch pays it once."""
     if config.explore is None or bundle.arms is None:
         return None
