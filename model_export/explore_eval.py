@@ -114,7 +114,8 @@ def run_policy(  # noqa: PLR0917 - the run's coordinates, in the task tuple's or
     decisions_path: Path | None = None,
 ) -> Run:
     """One closed-loop run of a policy at a rate; ``decisions_path``: a JSON line per decision
-    (its propensity, the chosen and the oracle's expected reward)."""
+    (its propensity, the chosen and the oracle's expected reward, and the mean expected reward
+    of the arms it was drawn from: what a uniform choice would have earned)."""
     t0 = time.perf_counter()
     decisions_out: IO[str] | None = None
     if decisions_path is not None:
@@ -157,8 +158,12 @@ def run_policy(  # noqa: PLR0917 - the run's coordinates, in the task tuple's or
             continue
         probs = shopper.response_probabilities(list(arms.categories))
         best = np.sort(probs[list(decision.eligible)])[::-1]
+        live = list(decision.eligible)  # the arms this slot was drawn from
         for slot, exposure in enumerate(decision.opened):
             chosen, oracle = float(probs[exposure.arm]), float(best[slot])
+            # what a uniform choice among them would have earned: offline evaluation's truth
+            uniform, choices = float(probs[live].mean()), len(live)
+            live.remove(exposure.arm)
             regret[i, day] += oracle - chosen
             sequence[i].append(oracle - chosen)
             decisions[i] += 1
@@ -176,7 +181,8 @@ def run_policy(  # noqa: PLR0917 - the run's coordinates, in the task tuple's or
                     "seed": seed, "policy": policy, "rate": rate, "user": shopper.user_id,
                     "event_id": ev.event_id, "ts": ev.ts, "cluster": labels[exposure.arm],
                     "propensity": exposure.propensity, "chosen_expected": round(chosen, 6),
-                    "oracle_expected": round(oracle, 6),
+                    "oracle_expected": round(oracle, 6), "draw": exposure.draw,
+                    "choices": choices, "uniform_expected": round(uniform, 6),
                 }) + "\n")  # fmt: skip
     if decisions_out is not None:
         decisions_out.close()
