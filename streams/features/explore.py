@@ -175,8 +175,11 @@ class PriorTable:
         shares = self._shares.get(chosen)
         if shares is None:
             ranks = self._ranks
-            free = ~np.isin(ranks, list(chosen)) if chosen else np.ones(ranks.shape, dtype=bool)
-            winners = ranks[np.arange(len(ranks)), free.argmax(axis=1)]
+            if chosen:  # each draw's first position not chosen
+                first = (~np.isin(ranks, list(chosen))).argmax(axis=1)
+                winners = ranks[np.arange(len(ranks)), first]
+            else:
+                winners = ranks[:, 0]
             counts = np.bincount(winners, minlength=self._n)
             shares = self._shares[chosen] = (counts / len(ranks)).tolist()
         return shares[j]
@@ -343,6 +346,7 @@ class Explorer:
             rows = 1 if table is not None else cfg.propensity_draws + 1
             draws = rng.beta(alpha, beta, size=(rows, n_all))
         live = list(range(n_all))  # the positions still free, in order
+        chosen: frozenset[int] = frozenset()  # and those taken by the slots before
         opened: list[Exposure] = []
         slots = min(free, n_all)
         for slot in range(slots):
@@ -367,7 +371,7 @@ class Explorer:
             else:
                 j, draw = exploit, DRAW_EXPLOIT
             if table is not None:
-                p_policy = table.share(frozenset(range(n_all)).difference(live), j)
+                p_policy = table.share(chosen, j)
             elif draws is not None:  # the choosing row counted (see the module doc)
                 p_policy = winners.count(j) / (cfg.propensity_draws + 1)
             elif cfg.policy == "random":
@@ -382,6 +386,7 @@ class Explorer:
             opened.append(Exposure(a, ts, p32, draw, mean32, strength32, self._similar(a, top_ids)))
             if slot + 1 < slots:  # the next slot draws over the arms still free
                 live.remove(j)
+                chosen |= {j}
                 if draws is not None:
                     draws[:, j] = -np.inf
         new = ExploreState(state.clock, state.counts, state.open + tuple(opened))
